@@ -1,0 +1,136 @@
+"""Input handling shared by every video metric: one place that checks shape, dtype and value range.
+
+Every metric accepts videos as `(B, T, C, H, W)` or a single clip `(T, C, H, W)`, either uint8 in [0, 255] or
+floating point in the `value_range` the caller names (`(0.0, 1.0)` by default, `(-1.0, 1.0)` for models that
+generate in tanh space). `prepare_videos` turns all of these into float `(B, T, C, H, W)` in [0, 1], so the
+metric code below it only ever sees one layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+ValueRange = tuple[float, float]
+
+# Float inputs may overshoot their range by this much (in units of the range's span): decoders, resampling
+# and float16 rounding produce values like 1.0002, which are not a caller's mistake.
+RANGE_SLOP = 1e-3
+# Channels-first is required; a channels-last clip (T, H, W, 3) would otherwise be read as C=H.
+ALLOWED_CHANNELS = (1, 3)
+
+
+def check_value_range(value_range: ValueRange, *, name: str = "value_range") -> ValueRange:
+    """Validate a `(low, high)` pair and return it as floats.
+
+    Raises:
+        ValueError: when it is not two finite numbers with low < high.
+    """
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a (low, high) pair of numbers such as (0.0, 1.0) or (-1.0, 1.0), "
+                         f"received {value_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{name}: expected finite low < high, received {value_range!r}")
+    return low, high
+
+
+def prepare_videos(x: Tensor, *, name: str, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
+    """Check a batch of videos and return it as float `(B, T, C, H, W)` in [0, 1] on the same device.
+
+    Args:
+        x: `(B, T, C, H, W)` videos or one `(T, C, H, W)` clip; uint8 in [0, 255] (then `value_range` is
+            ignored) or floating point in `value_range`. Values may overshoot the range by 0.1% of its span
+            (they are clamped); more than that is an error, as are NaN and infinity.
+        name: the argument's name, used in error messages (`"generated"`, `"reference"`, ...).
+        value_range: `(low, high)` of float inputs, e.g. `(0.0, 1.0)` or `(-1.0, 1.0)`.
+
+    Returns:
+        float32 (float64 stays float64) tensor `(B, T, C, H, W)` with values in [0, 1]. It is a new tensor
+        except when the input is already float in [0, 1] with 5 dimensions.
+
+    Raises:
+        TypeError: when `x` is not a tensor or has an unsupported dtype.
+        ValueError: on a wrong number of dimensions, channel count, empty dimension or out-of-range values.
+
+    Example:
+        >>> prepare_videos(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), name="generated").shape
+        torch.Size([1, 8, 3, 32, 32])
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor (B, T, C, H, W) or (T, C, H, W), "
+                        f"received {type(x).__name__}")
+    video = _as_5d(x, name=name)
+    if video.dtype == torch.uint8:
+        return video.float() / 255.0
+    if not video.is_floating_point():
+        raise TypeError(f"{name}: expected dtype uint8 or a floating dtype, received {video.dtype}")
+    low, high = check_value_range(value_range)
+    _check_range(video, name=name, low=low, high=high)
+    if video.dtype in (torch.float16, torch.bfloat16):
+        video = video.float()  # half precision is too coarse for SSIM's variance terms
+    if (low, high) != (0.0, 1.0):
+        video = (video - low) / (high - low)
+    return video.clamp(0.0, 1.0)
+
+
+def _as_5d(x: Tensor, *, name: str) -> Tensor:
+    if x.ndim == 4:
+        x = x.unsqueeze(0)
+    elif x.ndim != 5:
+        raise ValueError(f"{name}: expected 4-D (T, C, H, W) or 5-D (B, T, C, H, W), "
+                         f"received shape {tuple(x.shape)}")
+    if x.shape[2] not in ALLOWED_CHANNELS:
+        raise ValueError(f"{name}: expected channels-first (B, T, C, H, W) with C in {ALLOWED_CHANNELS}, "
+                         f"received shape {tuple(x.shape)} (C={x.shape[2]}; channels-last input?)")
+    if x.numel() == 0:
+        raise ValueError(f"{name}: expected non-empty dimensions, received shape {tuple(x.shape)}")
+    return x
+
+
+def _check_range(video: Tensor, *, name: str, low: float, high: float) -> None:
+    # One fused reduction and a single host sync: cheap next to any metric.
+    lo, hi = (float(v) for v in torch.aminmax(video))
+    slop = RANGE_SLOP * (high - low)
+    if lo != lo or hi != hi:  # NaN propagates through aminmax
+        raise ValueError(f"{name}: expected finite values in [{low:g}, {high:g}], received NaN")
+    if lo < low - slop or hi > high + slop:
+        raise ValueError(f"{name}: expected values in value_range [{low:g}, {high:g}], received values in "
+                         f"[{lo:.4g}, {hi:.4g}] (pass value_range=(-1.0, 1.0) for tanh outputs, or uint8 "
+                         f"for 0-255 frames)")
+
+
+def check_pair(generated: Tensor, reference: Tensor) -> None:
+    """Check that prepared generated and reference videos can be compared frame by frame.
+
+    Raises:
+        ValueError: when shapes or devices differ; the message shows both.
+    """
+    if generated.shape != reference.shape:
+        raise ValueError(f"reference: expected the same shape as generated {tuple(generated.shape)} "
+                         f"(B, T, C, H, W), received {tuple(reference.shape)}")
+    if generated.device != reference.device:
+        raise ValueError(f"reference: expected the same device as generated ({generated.device}), "
+                         f"received {reference.device}")
+
+
+def prepare_pair(generated: Tensor, reference: Tensor, *,
+                 value_range: ValueRange = (0.0, 1.0)) -> tuple[Tensor, Tensor]:
+    """`prepare_videos` both videos and `check_pair` them: the entry point of every paired metric.
+
+    Returns:
+        `(generated, reference)`, each float `(B, T, C, H, W)` in [0, 1].
+    """
+    gen = prepare_videos(generated, name="generated", value_range=value_range)
+    ref = prepare_videos(reference, name="reference", value_range=value_range)
+    check_pair(gen, ref)
+    dtype = torch.promote_types(gen.dtype, ref.dtype)  # uint8 vs float64 inputs still compare in one dtype
+    return gen.to(dtype), ref.to(dtype)
+
+
+def frames(videos: Tensor) -> Tensor:
+    """Flatten prepared `(B, T, C, H, W)` videos to `(B*T, C, H, W)` frames (a view)."""
+    return videos.flatten(0, 1)
