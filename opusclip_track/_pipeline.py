@@ -1,0 +1,192 @@
+"""What the worker does with a batch: resolve values, write the store first, then fan out to backends.
+
+Runs on the worker thread only. Every stage isolates failures: a record that cannot be converted is
+reported and skipped (the others go on), a backend that raises is reported once, retried on later
+batches, and never stops the store or the other backends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backends import Backend
+from .records import Artifact, Histogram, Hparams, Media, Record, Scalars, Text
+from .store import RunStore
+
+log = logging.getLogger("opusclip_track")
+
+MAX_RETRY_RECORDS = 100_000  # per backend; beyond this, the store alone keeps them (replay: `opusclip-track sync`)
+
+
+# ---- resolving raw values ------------------------------------------------------------------------------
+def resolve_scalars(records: Sequence[Scalars]) -> None:
+    """Turn every tensor value into a float, all tensors of one device in one transfer (one sync)."""
+    by_device: dict[torch.device, list[tuple[dict[str, Any], str, torch.Tensor]]] = {}
+    for rec in records:
+        for key, value in rec.values.items():
+            if isinstance(value, torch.Tensor):
+                by_device.setdefault(value.device, []).append((rec.values, key, value))
+            elif type(value) is not float:
+                rec.values[key] = float(value)
+    for device, items in by_device.items():
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        stacked = torch.stack([t.reshape(()).to(dtype) for _, _, t in items]).cpu().tolist()
+        for (values, key, _), number in zip(items, stacked, strict=True):
+            values[key] = number
+
+
+def bin_histogram(record: Histogram) -> None:
+    """Fill `edges`, `counts` and `stats` from the raw values (finite values only; NaN/Inf are counted)."""
+    values = record.values
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    data = np.asarray(values, dtype=np.float64).ravel()
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        finite = np.zeros(1)
+    counts, edges = np.histogram(finite, bins=record.bins)
+    record.counts, record.edges = counts.astype(np.float64), edges
+    record.stats = {"min": float(finite.min()), "max": float(finite.max()), "num": float(finite.size),
+                    "sum": float(finite.sum()), "sum_squares": float(np.dot(finite, finite)),
+                    "nonfinite": float(data.size - np.isfinite(data).sum())}
+    record.values = None  # the raw tensor is no longer needed; free it early
+
+
+def store_rows(records: Sequence[Record]) -> tuple[list[tuple[str, int, float, float]], list[tuple[Any, ...]]]:
+    """The rows one batch adds to the local store: scalars, then everything else as events."""
+    scalars = [(k, r.step, r.wall_time, v) for r in records if isinstance(r, Scalars)
+               for k, v in r.values.items()]
+    events: list[tuple[Any, ...]] = []
+    for r in records:
+        if isinstance(r, Text):
+            events.append(("text", r.name, r.step, r.wall_time, {"text": r.text}, None))
+        elif isinstance(r, Histogram):
+            data = {"edges": r.edges.tolist() if r.edges is not None else None,
+                    "counts": r.counts.tolist() if r.counts is not None else None, **(r.stats or {})}
+            events.append(("histogram", r.name, r.step, r.wall_time, data, None))
+        elif isinstance(r, Hparams):
+            events.append(("hparams", "hparams", None, r.wall_time, {"params": r.params, "metrics": r.metrics},
+                           None))
+        elif isinstance(r, Media):
+            main = r.files.get("mp4") or r.files.get("png") or r.files.get("json")
+            events.append((r.kind, r.name, r.step, r.wall_time,
+                           {"caption": r.caption, **r.options, "files": {k: str(p) for k, p in r.files.items()}},
+                           str(main) if main else None))
+        elif isinstance(r, Artifact):
+            events.append(("artifact", r.name, None, r.wall_time,
+                           {"type": r.type, "aliases": r.aliases, **r.metadata}, str(r.path)))
+    return scalars, events
+
+
+# ---- backends, isolated ------------------------------------------------------------------------------
+@dataclass
+class BackendSlot:
+    """A backend plus its failure bookkeeping: error count, the first error, records awaiting a retry."""
+
+    backend: Backend
+    started: bool = False
+    errors: int = 0
+    last_error: str | None = None
+    retry: list[Record] = field(default_factory=list)
+    reported: bool = False
+
+    def write(self, records: list[Record]) -> None:
+        try:
+            if not self.started:
+                self.backend.start()
+                self.started = True
+            pending = self.retry + records
+            self.backend.write(pending)
+            if self.retry:
+                log.warning("backend %r recovered: wrote %d records it had missed", self.backend.name,
+                            len(self.retry))
+            self.retry = []
+        except Exception as exc:  # isolate: the store and the other backends go on
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.retry = (self.retry + records)[-MAX_RETRY_RECORDS:]
+            if not self.reported:
+                self.reported = True
+                log.warning("backend %r failed (%s); its records stay in the local store, and it will be "
+                            "retried on the next batch (reported once)", self.backend.name, self.last_error)
+
+    def close(self) -> None:
+        if not self.started:
+            return
+        try:
+            if self.retry:  # a last chance for what it missed
+                self.backend.write(self.retry)
+                self.retry = []
+            self.backend.close()
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("backend %r failed while closing: %s", self.backend.name, self.last_error)
+
+
+class Pipeline:
+    """The worker's `process(batch)`: resolve, store, backends.
+
+    Args:
+        store: the run's local store (written first, always).
+        slots: the enabled backends.
+        prepare_media: encodes a media record on the worker (filled by the tracker; media.py does the work).
+    """
+
+    def __init__(self, store: RunStore, slots: list[BackendSlot],
+                 prepare_media: Callable[[Media], None] | None = None) -> None:
+        self.store = store
+        self.slots = slots
+        self.prepare_media = prepare_media
+        self.bad_records = 0
+        self._bad_reported: set[str] = set()
+
+    def __call__(self, batch: list[Record]) -> None:
+        records = self._resolve(batch)
+        if not records:
+            return
+        scalars, events = store_rows(records)
+        self.store.write(scalars, events)
+        for slot in self.slots:
+            slot.write(records)
+
+    def _resolve(self, batch: list[Record]) -> list[Record]:
+        scalars = [r for r in batch if isinstance(r, Scalars)]
+        try:
+            resolve_scalars(scalars)
+        except Exception:  # one bad tensor: fall back to record by record, so only that record is lost
+            for rec in scalars:
+                self._guard(resolve_scalars, [rec])
+        ok: list[Record] = []
+        for rec in batch:
+            if isinstance(rec, Histogram) and rec.counts is None:
+                if not self._guard(bin_histogram, rec):
+                    continue
+            elif isinstance(rec, Media) and self.prepare_media is not None:
+                if not self._guard(self.prepare_media, rec):
+                    continue
+            elif isinstance(rec, Scalars) and not all(type(v) is float for v in rec.values.values()):
+                continue  # its resolution failed above and was reported
+            ok.append(rec)
+        return ok
+
+    def _guard(self, fn: Callable[[Any], None], arg: Any) -> bool:
+        try:
+            fn(arg)
+            return True
+        except Exception as exc:
+            self.bad_records += 1
+            kind = type(arg).__name__ if not isinstance(arg, list) else "Scalars"
+            if kind not in self._bad_reported:
+                self._bad_reported.add(kind)
+                log.error("opusclip-track worker: a %s record could not be converted and was skipped "
+                          "(%s: %s); further failures of this kind are counted silently",
+                          kind, type(exc).__name__, exc)
+            return False
+

@@ -1,0 +1,99 @@
+"""The backend interface: what every destination of records (TensorBoard, W&B, ...) implements.
+
+A backend runs on the tracker's worker thread only, so it needs no locks. `__init__` only stores its
+arguments; `start()` does the work (creating files, starting a W&B run), so a failure there is isolated
+and reported like any other backend error. Hooks a backend does not support are no-ops.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..records import Artifact, Histogram, Hparams, Media, Record, Scalars, Text
+
+if TYPE_CHECKING:
+    from ..config import TrackingConfig
+
+
+class Backend(ABC):
+    """One destination of logged records.
+
+    Args:
+        config: the run's configuration (already validated).
+        run_dir: `<log_dir>/<run_name>`; the backend keeps its files under it.
+        run_config: the redacted configuration dict to show in the backend (config, environment, protocol).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, config: TrackingConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.run_config = run_config
+
+    @abstractmethod
+    def start(self) -> None:
+        """Open files/connections. Called once on the worker before the first write."""
+
+    @abstractmethod
+    def log_scalars(self, records: Sequence[Scalars]) -> None:
+        """Write resolved scalars (plain floats), in hand-over order."""
+
+    @abstractmethod
+    def log_hparams(self, record: Hparams) -> None:
+        """Record hyperparameters (and summary metrics, when given)."""
+
+    def log_text(self, record: Text) -> None:
+        """Write a text entry. Default: not supported, ignored."""
+
+    def log_histogram(self, record: Histogram) -> None:
+        """Write a binned histogram (`record.edges`/`counts` are filled). Default: ignored."""
+
+    def log_media(self, record: Media) -> None:
+        """Write an encoded clip, image, figure or table. Default: ignored."""
+
+    def log_artifact(self, record: Artifact) -> None:
+        """Version a file (checkpoint, table). Default: ignored."""
+
+    def update_config(self, values: dict[str, Any]) -> None:
+        """Add entries to the run's configuration (already redacted). Default: ignored."""
+
+    def flush(self) -> None:
+        """Make what was written durable/visible. Called after every batch."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release everything. Called once."""
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Route a batch to the hooks above, scalars grouped so a backend can write them together."""
+        scalars = [r for r in records if isinstance(r, Scalars)]
+        if scalars:
+            self.log_scalars(scalars)
+        for record in records:
+            if isinstance(record, Text):
+                self.log_text(record)
+            elif isinstance(record, Histogram):
+                self.log_histogram(record)
+            elif isinstance(record, Media):
+                self.log_media(record)
+            elif isinstance(record, Hparams):
+                self.log_hparams(record)
+            elif isinstance(record, Artifact):
+                self.log_artifact(record)
+        self.flush()
+
+
+def flatten(params: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """`{"optim": {"lr": 1e-3}}` -> `{"optim/lr": 1e-3}`; backends with flat hparams use it."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name, sep))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,94 @@
+"""The records that travel from the caller's thread to the worker, and on to the store and the backends.
+
+The caller builds a record in microseconds (no conversion, no I/O); the worker turns raw values into plain
+Python/NumPy data (`resolve_*` in `_dispatch.py`) before any backend sees it. Every record carries its step
+and the wall time at which the caller logged it, so a backend that writes late still writes the true time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Scalars:
+    """Several scalars at one step. Values may be numbers or device tensors until the worker resolves them."""
+
+    step: int
+    wall_time: float
+    values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Hparams:
+    """Hyperparameters of the run, with optional summary metrics for TensorBoard's HParams dashboard."""
+
+    params: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_time: float = 0.0
+
+
+@dataclass(slots=True)
+class Text:
+    name: str
+    text: str
+    step: int
+    wall_time: float
+
+
+@dataclass(slots=True)
+class Histogram:
+    """A distribution at one step. `values` is the raw tensor/array until the worker bins it."""
+
+    name: str
+    values: Any
+    step: int
+    wall_time: float
+    bins: int = 64
+    # Filled by the worker: bin edges (len bins+1), counts (len bins) and summary statistics, computed once
+    # and shared by every backend.
+    edges: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    stats: dict[str, float] | None = None
+
+
+MediaKind = Literal["video", "image", "figure", "table"]
+
+
+@dataclass(slots=True)
+class Media:
+    """A clip, an image, a figure or a table.
+
+    `payload` is what the caller handed over (a CPU copy of the tensor, a figure, rows); the worker fills
+    `files` (encoded files on disk under `media/`, by format: "mp4", "gif", "png") and `frames`/`image`
+    before the backends run.
+    """
+
+    kind: MediaKind
+    name: str
+    step: int
+    wall_time: float
+    payload: Any
+    options: dict[str, Any] = field(default_factory=dict)
+    caption: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Artifact:
+    """A file to version in the backends that support it (W&B artifacts): checkpoints, tables, reports."""
+
+    name: str
+    path: Path
+    type: str
+    aliases: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    wall_time: float = 0.0
+
+
+Record = Scalars | Hparams | Text | Histogram | Media | Artifact
