@@ -1,0 +1,81 @@
+"""What PSNR and SSIM share: a score per frame, reduced to one mean and to a per-timestep curve.
+
+The streaming class keeps every per-frame score (a `(B, T)` float64 tensor per `update`; a few bytes per
+frame) rather than running sums, so that the same state yields both the overall mean and the curve over the
+generated horizon, and gathers across processes with `cat`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_pair
+
+# (generated, reference) prepared float (B, T, C, H, W) in [0, 1] -> (B, T) float64 scores.
+FrameScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
+    """Mean over every frame of every clip (clips of different lengths weigh by their frame count)."""
+    flat = [s.flatten() for s in _as_list(scores)]
+    if not flat:
+        raise RuntimeError(f"{name}.compute: no videos seen yet; call update(generated, reference) first")
+    return torch.cat(flat).mean()
+
+
+def _curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
+    """Mean over clips for each timestep: a `(T,)` curve of quality along the generated horizon."""
+    parts = _as_list(scores)
+    if not parts:
+        raise RuntimeError(f"{name}.compute_curve: no videos seen yet; "
+                           "call update(generated, reference) first")
+    lengths = sorted({p.shape[-1] for p in parts})
+    if len(lengths) > 1:
+        raise ValueError(f"{name}.compute_curve: expected the same number of frames T in every update, "
+                         f"received T in {lengths}")
+    return torch.cat(parts).mean(dim=0)
+
+
+def _as_list(scores: Tensor | list[Tensor]) -> list[Tensor]:
+    # After a distributed sync a `cat` state is one (N, T) tensor; before it, a list of (B, T) tensors.
+    return [scores] if isinstance(scores, Tensor) else list(scores)
+
+
+class FramewiseMetric(Metric):
+    """Base of a streaming per-frame metric: `update` per batch, `compute` (mean), `compute_curve` (per t).
+
+    Subclasses set `_score_fn = staticmethod(...)` (the private per-frame math shared with the functional
+    twin) and the usual torchmetrics class attributes.
+    """
+
+    is_differentiable = False
+    full_state_update = False
+    _score_fn: FrameScoreFn
+
+    def __init__(self, *, value_range: ValueRange = (0.0, 1.0), **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.value_range = check_value_range(value_range)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+
+    def update(self, generated: Tensor, reference: Tensor) -> None:  # type: ignore[override]
+        """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each."""
+        gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
+        self._update_prepared(gen, ref)
+
+    def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
+        """Add already prepared videos (float `(B, T, C, H, W)` in [0, 1]); `VideoMetrics` prepares once."""
+        self.scores.append(self._score_fn(gen, ref))  # type: ignore[union-attr]
+
+    def compute(self) -> Tensor:
+        """Mean over all frames of all clips seen since the last `reset` (float64 scalar)."""
+        return _mean(self.scores, name=type(self).__name__)  # type: ignore[arg-type]
+
+    def compute_curve(self) -> Tensor:
+        """Per-timestep mean over all clips seen: a float64 `(T,)` tensor (synced across processes)."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
+                               should_unsync=self._should_unsync):
+            return _curve(self.scores, name=type(self).__name__).clone()  # type: ignore[arg-type]
