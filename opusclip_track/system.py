@@ -276,9 +276,9 @@ class SystemMonitor:
             self._thread.join(timeout_s)
             self._thread = None
         with self._lock:
-            if self._gpu is not None:
+            if self._gpu is not None:  # reopened by the next sample(); a failed probe is not retried
                 self._gpu.close()
-            self._gpu, self._gpu_checked = None, False
+                self._gpu, self._gpu_checked = None, False
 
     def __enter__(self) -> SystemMonitor:
         return self.start()
