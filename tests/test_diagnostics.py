@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from _readers import tensorboard_accumulator
 from torch import nn
 
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.diagnostics import (
     ModelWatcher,
     model_architecture_summary,
@@ -152,3 +156,29 @@ def test_tied_parameters_count_once_in_the_total() -> None:
     _, counts = model_architecture_summary(nn.ModuleDict({"emb": emb, "head": head}))
     assert counts["params/total"] == 40
     assert counts["params/modules/emb"] == counts["params/modules/head"] == 40
+
+
+# ---- with the real tracker -----------------------------------------------------------------------------------
+def test_watcher_output_lands_in_tensorboard_and_the_store(runs_dir: Path) -> None:
+    model = _model_with_grads()
+    watcher = ModelWatcher(model, log="all", log_freq=2)
+    config = TrackingConfig(experiment_name="watch", log_dir=str(runs_dir), use_wandb=False)
+    with AdvancedExperimentTracker(config) as tracker:
+        for step in range(5):
+            tracker.log_metrics(training_step_metrics(torch.tensor(1.0 / (step + 1)), learning_rate=0.1), step=step)
+            collected = watcher.maybe_collect(step)
+            if collected is not None:
+                scalars, histograms = collected
+                tracker.log_metrics(scalars, step=step)
+                for name, values in histograms.items():
+                    tracker.log_histogram(name, values, step=step)
+    acc = tensorboard_accumulator(tracker.run_dir)
+    store = RunStore(tracker.run_dir)
+    assert [s for s, _, _ in store.history("grad/global_norm")] == [0, 2, 4]
+    assert [s for s, _, _ in store.history("train/loss")] == list(range(5))
+    expected = torch.linalg.vector_norm(model[3].weight.grad).item()
+    assert [e.value for e in acc.Scalars("grad/3.weight/norm")] == pytest.approx([expected] * 3, rel=1e-6)
+    histogram = acc.Histograms("param/0.weight")
+    assert [h.step for h in histogram] == [0, 2, 4]
+    assert histogram[0].histogram_value.num == model[0].weight.numel()
+    assert histogram[0].histogram_value.sum == pytest.approx(model[0].weight.sum().item(), rel=1e-5, abs=1e-6)

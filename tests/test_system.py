@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+from _readers import tensorboard_scalars
 
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.system import SystemMonitor, ThroughputMeter, _NvmlProbe, _parse_visible_devices
 
 HOST_KEYS = {"sys/cpu_percent", "sys/process_cpu_percent", "sys/process_rss_gb", "sys/memory_used_percent",
@@ -181,3 +184,26 @@ def test_throughput_bad_input() -> None:
         ThroughputMeter().update(-1)
     with pytest.raises(ValueError, match="num_frames"):
         ThroughputMeter().update(1, num_frames="16")  # type: ignore[arg-type]
+
+
+# ---- with the real tracker -----------------------------------------------------------------------------------
+def test_monitor_samples_land_in_tensorboard_and_the_store(runs_dir: Path) -> None:
+    config = TrackingConfig(experiment_name="sys", log_dir=str(runs_dir), use_wandb=False)
+    with AdvancedExperimentTracker(config) as tracker:
+        # Samples go to the current training step: the monitor must not advance the step counter.
+        monitor = SystemMonitor(lambda s: tracker.log_metrics(s, step=max(tracker.step, 0)), interval_s=0.1)
+        monitor.start()
+        for step in range(6):
+            tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+            time.sleep(0.1)
+        monitor.stop()
+        tracker.log_metrics(monitor.sample(), step=tracker.step)  # an on-demand snapshot, as a user logs it
+    board = tensorboard_scalars(tracker.run_dir)
+    store = RunStore(tracker.run_dir)
+    assert [s for s, _ in board["train/loss"]] == list(range(6)) and tracker.step == 5
+    for key in HOST_KEYS:
+        assert key in board and key in store.keys()
+        history = store.history(key)
+        assert len(history) >= 3 and all(0 <= s <= 5 for s, _, _ in history)
+        assert [v for _, v in board[key]] == pytest.approx([v for _, _, v in history], rel=1e-6)
+    assert all(v > 0 for _, v in board["sys/process_rss_gb"])
