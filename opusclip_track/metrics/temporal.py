@@ -92,13 +92,15 @@ class TemporalFlicker(Metric):
         for state in ("abs_diff_sum", "abs_gen_sum", "abs_ref_sum"):
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        # `VideoMetrics` feeds videos it already prepared; that entry gets `update`'s bookkeeping.
+        self._update_prepared = self._wrap_update(self._accumulate)
 
     def update(self, generated: Tensor, reference: Tensor) -> None:  # type: ignore[override]
         """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each, T >= 2."""
         gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
-        self._update_prepared(gen, ref)
+        self._accumulate(gen, ref)
 
-    def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
+    def _accumulate(self, gen: Tensor, ref: Tensor) -> None:
         abs_diff, abs_gen, abs_ref, count = _temporal_update(gen, ref)
         self.abs_diff_sum += abs_diff
         self.abs_gen_sum += abs_gen
