@@ -60,8 +60,12 @@ class Dispatcher(Generic[T]):
         self._thread.start()
 
     # ---- producer side ---------------------------------------------------------------------------
-    def put(self, item: T, nbytes: int = 256) -> None:
-        """Queue one item. Blocks only when the memory bound is exceeded (backpressure)."""
+    def put(self, item: T, nbytes: int = 256) -> float:
+        """Queue one item. Blocks only when the memory bound is exceeded (backpressure).
+
+        Returns:
+            Seconds spent waiting for room (0.0 unless the queue was over its memory bound).
+        """
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the tracker is closed: nothing more can be logged")
@@ -73,15 +77,18 @@ class Dispatcher(Generic[T]):
         if over:
             self._wake.set()
             if self._queued_bytes > self._max_bytes:
-                self._wait_for_room()
+                return self._wait_for_room()
+        return 0.0
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self) -> float:
         start = time.perf_counter()
         with self._drained:
             while self._queued_bytes > self._max_bytes and self._thread.is_alive():
                 self._wake.set()
                 self._drained.wait(timeout=0.05)
-        self.backpressure_wait_s += time.perf_counter() - start
+            waited = time.perf_counter() - start
+            self.backpressure_wait_s += waited
+        return waited
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every item queued before this call has been processed. Returns False on timeout."""

@@ -133,6 +133,8 @@ class TrackingConfig:
     """True: continue the newest run of this experiment; a string: continue that run name."""
     system_monitor_interval_s: float = 10.0
     """Seconds between system samples (CPU, memory, GPU); 0 turns the monitor off."""
+    backends: list[str] = field(default_factory=list)
+    """More backends by registry name (`opusclip_track.backends.REGISTRY`), beside TensorBoard and W&B."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form user settings stored with the run (secret-looking keys are redacted)."""
 

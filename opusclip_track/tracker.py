@@ -82,6 +82,7 @@ class AdvancedExperimentTracker:
                               "created_at": time.time(), "status": "running", "config": self._run_config})
         names = [n for n, on in (("tensorboard", cfg.use_tensorboard),
                                  ("wandb", cfg.use_wandb and cfg.wandb_mode != "disabled")) if on]
+        names += [n for n in cfg.backends if n not in names]
         slots = [BackendSlot(get_backend_class(n)(cfg, self.run_dir, self._run_config)) for n in names]
         self._pipeline = Pipeline(self._store, slots)
         self._dispatcher = Dispatcher(self._pipeline, flush_interval_s=cfg.flush_interval_s,
@@ -189,7 +190,9 @@ class AdvancedExperimentTracker:
 
     def _put(self, record: Record, nbytes: int) -> None:
         assert self._dispatcher is not None
-        self._dispatcher.put(record, nbytes)
+        if self._dispatcher.put(record, nbytes):  # the caller waited for room: record how long, in total
+            total = {"tracker/backpressure_wait_s": self._dispatcher.backpressure_wait_s}
+            self._dispatcher.put(Scalars(self._current_step(None), time.time(), total), 128)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -243,7 +246,6 @@ class AdvancedExperimentTracker:
         self._put(Histogram(name, data, self._current_step(step), time.time(), bins), 256 + nbytes)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
-    @rank_zero_only
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything logged so far is in the store and every backend. False on timeout."""
         if self._dispatcher is None or self._closed:

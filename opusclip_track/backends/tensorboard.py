@@ -79,10 +79,16 @@ class TensorBoardBackend(Backend):
                         [Value(tag=k, simple_value=v) for k, v in rec.values.items()])
 
     def log_text(self, record: Text) -> None:
-        from torch.utils.tensorboard.summary import text
+        from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 
-        self._file.write(self._Event(wall_time=record.wall_time, step=record.step,
-                                     summary=text(record.name, record.text)))
+        # The text plugin's format, under the exact tag (torch's helper appends "/text_summary").
+        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[record.text.encode("utf-8")],
+                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        value = self._Summary.Value(tag=record.name, metadata=metadata, tensor=tensor)
+        self._event(record.step, record.wall_time, [value])
 
     def log_histogram(self, record: Histogram) -> None:
         from tensorboard.compat.proto.summary_pb2 import HistogramProto

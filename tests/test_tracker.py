@@ -1,0 +1,342 @@
+"""The tracker core against real components: TensorBoard files, a W&B offline run, the SQLite store."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _readers import scalars, tensorboard_accumulator
+
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
+from opusclip_track.backends import REGISTRY, Backend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make(runs_dir: Path, **overrides: object) -> AdvancedExperimentTracker:
+    options: dict[str, object] = {"experiment_name": "t", "log_dir": str(runs_dir), "use_wandb": False}
+    options.update(overrides)
+    return AdvancedExperimentTracker(TrackingConfig(**options))  # type: ignore[arg-type]
+
+
+# ---- values and steps ------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["tensorboard", "wandb"])
+def test_every_value_and_step_reaches_the_backend_and_the_store(runs_dir: Path, backend: str) -> None:
+    tracker = make(runs_dir, use_tensorboard=backend == "tensorboard", use_wandb=backend == "wandb",
+                   wandb_mode="offline")
+    expected: dict[str, list[tuple[int, float]]] = {"train/loss": [], "train/lr": [], "val/psnr": []}
+    with tracker:
+        for step in range(0, 50, 5):
+            loss = 1.0 / (step + 1)
+            tracker.log_metrics({"train/loss": torch.tensor(loss), "train/lr": np.float32(0.5)}, step=step)
+            expected["train/loss"].append((step, loss))
+            expected["train/lr"].append((step, 0.5))
+            if step % 10 == 0:
+                tracker.log_metrics({"val/psnr": 20 + step}, step=step)
+                expected["val/psnr"].append((step, 20.0 + step))
+    got = scalars(backend, tracker.run_dir)
+    store = RunStore(tracker.run_dir)
+    for key, series in expected.items():
+        assert [s for s, _ in got[key]] == [s for s, _ in series]
+        np.testing.assert_allclose([v for _, v in got[key]], [v for _, v in series], rtol=1e-6)
+        history = store.history(key)
+        assert [s for s, _, _ in history] == [s for s, _ in series]
+        np.testing.assert_allclose([v for _, _, v in history], [v for _, v in series], rtol=1e-6)  # float32 tensors
+
+
+def test_step_auto_increments_and_explicit_steps_are_honoured(runs_dir: Path) -> None:
+    with make(runs_dir) as tracker:
+        tracker.log_metrics({"a": 1})
+        tracker.log_metrics({"a": 2})
+        tracker.log_metrics({"a": 3}, step=10)
+        tracker.log_metrics({"a": 4})
+        tracker.log_metrics({"a": 5}, step=4)  # an explicit earlier step is kept as given
+        assert tracker.step == 11
+    assert [s for s, _, _ in RunStore(tracker.run_dir).history("a")] == [0, 1, 10, 11, 4]
+
+
+def test_nan_and_inf_are_recorded_faithfully(runs_dir: Path) -> None:
+    with make(runs_dir) as tracker:
+        tracker.log_metrics({"x": float("nan"), "y": float("inf"), "z": torch.tensor(float("-inf"))}, step=0)
+    store = RunStore(tracker.run_dir)
+    assert math.isnan(store.history("x")[0][2])
+    assert store.history("y")[0][2] == math.inf and store.history("z")[0][2] == -math.inf
+    tb = scalars("tensorboard", tracker.run_dir)
+    assert math.isnan(tb["x"][0][1]) and tb["y"][0][1] == math.inf
+
+
+def test_text_histogram_and_hparams_reach_tensorboard_and_the_store(runs_dir: Path) -> None:
+    values = torch.randn(10_000)
+    with make(runs_dir) as tracker:
+        tracker.log_text("notes", "**bold** prompt", step=2)
+        tracker.log_histogram("weights", values, step=3)
+        tracker.log_hyperparameters({"lr": 3e-4, "model": {"depth": 4}}, metrics={"hp/best_psnr": 31.5})
+    acc = tensorboard_accumulator(tracker.run_dir)
+    assert "notes" in acc.Tags()["tensors"]
+    assert b"**bold** prompt" in acc.Tensors("notes")[0].tensor_proto.string_val[0]
+    histo = acc.Histograms("weights")[0]
+    assert histo.step == 3 and histo.histogram_value.num == 10_000
+    assert histo.histogram_value.min == pytest.approx(values.min().item())
+    # the HParams dashboard's session record sits in the same run directory
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(3e-4)
+    assert start.hparams["model/depth"].number_value == 4
+    store = RunStore(tracker.run_dir)
+    (hp,) = store.events("hparams")
+    assert hp["data"]["params"] == {"lr": 3e-4, "model": {"depth": 4}}
+    assert store.events("histogram")[0]["data"]["num"] == 10_000
+    assert store.history("hp/best_psnr")[0][2] == 31.5
+
+
+def test_wandb_offline_run_has_name_group_config_and_steps(runs_dir: Path) -> None:
+    from _wandb_reader import read_wandb_run
+
+    with make(runs_dir, use_tensorboard=False, use_wandb=True, group="ablation", tags=["a", "b"],
+              notes="hello") as tracker:
+        tracker.log_metrics({"loss": 1.0}, step=3)
+        tracker.log_metrics({"loss": 0.5}, step=7)
+    run = read_wandb_run(tracker.run_dir)
+    assert [(r["_step"], r["loss"]) for r in run["history"] if "loss" in r] == [(3, 1.0), (7, 0.5)]
+    assert run["run"].display_name == tracker.run_name and run["run"].run_group == "ablation"
+    assert list(run["run"].tags) == ["a", "b"] and run["run"].notes == "hello"
+    assert run["config"]["experiment_name"] == "t"
+    assert (tracker.run_dir / "wandb").is_dir()
+
+
+# ---- isolation and durability ------------------------------------------------------------------------
+class ExplodingBackend(Backend):
+    """A backend that raises on every call: the store and TensorBoard must not notice."""
+
+    name = "exploding"
+
+    def start(self) -> None:
+        pass
+
+    def log_scalars(self, records: object) -> None:
+        raise ConnectionError("backend unreachable")
+
+    def log_hparams(self, record: object) -> None:
+        raise ConnectionError("backend unreachable")
+
+    def close(self) -> None:
+        raise ConnectionError("backend unreachable")
+
+
+def test_a_failing_backend_loses_nothing_and_does_not_stop_the_others(
+        runs_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(REGISTRY, "exploding", f"{__name__}:ExplodingBackend")
+    with make(runs_dir, backends=["exploding"], flush_interval_s=0.05) as tracker:
+        for step in range(200):
+            tracker.log_metrics({"loss": step}, step=step)
+            if step % 50 == 0:
+                tracker.flush()
+    assert tracker.backend_errors["exploding"] >= 4 and tracker.backend_errors["tensorboard"] == 0
+    assert [v for _, _, v in RunStore(tracker.run_dir).history("loss")] == list(range(200))
+    assert [v for _, v in scalars("tensorboard", tracker.run_dir)["loss"]] == list(range(200))
+    reports = [r for r in caplog.records if "exploding" in r.getMessage() and "retried" in r.getMessage()]
+    assert len(reports) == 1, "a failing backend is reported once, not once per record"
+
+
+def test_a_bad_record_does_not_kill_the_worker(runs_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with make(runs_dir) as tracker:
+        tracker.log_metrics({"before": 1.0}, step=0)
+        tracker.log_histogram("broken", np.array([1.0, 2.0]), step=0, bins=2)
+        tracker._pipeline.prepare_media = None
+        # Corrupt a record after it passed the hot-path checks: the worker must skip it and go on.
+        from opusclip_track.records import Histogram
+
+        tracker._put(Histogram("broken2", object(), 0, 0.0), 10)
+        tracker.log_metrics({"after": 2.0}, step=1)
+    store = RunStore(tracker.run_dir)
+    assert store.history("before") and store.history("after")
+    assert [e["name"] for e in store.events("histogram")] == ["broken"]
+    assert any("could not be converted" in r.getMessage() for r in caplog.records)
+
+
+def test_sigkill_after_the_flush_interval_loses_nothing(runs_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from opusclip_track import AdvancedExperimentTracker, TrackingConfig
+        tracker = AdvancedExperimentTracker(TrackingConfig(
+            experiment_name="killed", log_dir={str(runs_dir)!r}, use_wandb=False, flush_interval_s=0.2))
+        for step in range(1000):
+            tracker.log_metrics({{"loss": step, "lr": 0.1}}, step=step)
+        print(tracker.run_dir, flush=True)
+        time.sleep(1.0)  # well past the flush interval
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    store = RunStore(Path(proc.stdout.strip()))
+    assert [v for _, _, v in store.history("loss")] == list(range(1000))
+    assert len(store.history("lr")) == 1000
+
+
+def test_sigterm_closes_the_tracker(runs_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "terminated.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from opusclip_track import AdvancedExperimentTracker, TrackingConfig
+        tracker = AdvancedExperimentTracker(TrackingConfig(
+            experiment_name="term", log_dir={str(runs_dir)!r}, use_wandb=False, flush_interval_s=30))
+        for step in range(100):
+            tracker.log_metrics({{"loss": step}}, step=step)
+        print(tracker.run_dir, flush=True)
+        time.sleep(60)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_dir = Path(proc.stdout.readline().strip())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    store = RunStore(run_dir)
+    assert len(store.history("loss")) == 100  # the 30 s flush interval never elapsed: close() wrote them
+    assert store.meta()["status"] == "finished"
+    assert len(scalars("tensorboard", run_dir)["loss"]) == 100
+
+
+def test_many_threads_logging_at_once_lose_nothing(runs_dir: Path) -> None:
+    n_threads, n_calls = 8, 500
+    with make(runs_dir, flush_interval_s=0.01) as tracker:
+        def work(i: int) -> None:
+            for j in range(n_calls):
+                tracker.log_metrics({f"thread{i}": j})
+                if j % 100 == 0:
+                    tracker.flush()
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    store = RunStore(tracker.run_dir)
+    all_steps = []
+    for i in range(n_threads):
+        history = store.history(f"thread{i}")
+        assert sorted(v for _, _, v in history) == list(range(n_calls))
+        all_steps += [s for s, _, _ in history]
+    assert sorted(all_steps) == list(range(n_threads * n_calls)), "automatic steps are unique across threads"
+
+
+def test_backpressure_waits_instead_of_dropping_and_records_the_wait(runs_dir: Path) -> None:
+    with make(runs_dir, max_queue_bytes=4096, flush_interval_s=5.0) as tracker:
+        for step in range(300):
+            tracker.log_metrics({"a": step, "b": step, "c": step}, step=step)
+    store = RunStore(tracker.run_dir)
+    assert [v for _, _, v in store.history("a")] == list(range(300))
+    waits = store.history("tracker/backpressure_wait_s")
+    assert waits and waits[-1][2] > 0
+    assert store.meta()["backpressure_wait_s"] > 0
+
+
+def test_resume_continues_the_same_run_without_going_back(runs_dir: Path) -> None:
+    with make(runs_dir, experiment_name="res") as first:
+        for step in range(5):
+            first.log_metrics({"loss": step})
+    with make(runs_dir, experiment_name="res", resume=True) as second:
+        second.log_metrics({"loss": 99})
+    assert second.run_name == first.run_name
+    steps = [s for s, _, _ in RunStore(first.run_dir).history("loss")]
+    assert steps == [0, 1, 2, 3, 4, 5]
+    tb_steps = [s for s, _ in scalars("tensorboard", first.run_dir)["loss"]]
+    assert tb_steps == [0, 1, 2, 3, 4, 5]
+
+
+def test_secrets_never_reach_any_file(runs_dir: Path) -> None:
+    secret = "sk-live-0123456789abcdef"
+    with make(runs_dir, use_wandb=True, extra={"api_key": secret, "db_url": f"postgresql://u:{secret}@h/db"}) as t:
+        t.log_hyperparameters({"lr": 0.1, "hf_token": secret})
+        t.log_metrics({"loss": 1.0})
+    leaks = [p for p in t.run_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
+    assert RunStore(t.run_dir).config()["extra"]["api_key"] == "***REDACTED***"
+
+
+def test_non_zero_rank_writes_nothing(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    with make(runs_dir) as tracker:
+        tracker.log_metrics({"loss": 1.0})
+        tracker.log_text("t", "x")
+        assert tracker.flush()
+    assert not runs_dir.exists()
+    monkeypatch.setenv("RANK", "0")
+    with make(runs_dir) as tracker:
+        tracker.log_metrics({"loss": 1.0})
+    assert RunStore(tracker.run_dir).history("loss")
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("metrics", "error", "words"), [
+    ({1: 1.0}, TypeError, ["non-empty string", "int"]),
+    ({"": 1.0}, ValueError, ["non-empty string"]),
+    ({"loss": "0.5"}, TypeError, ["metrics['loss']", "number", "str"]),
+    ({"loss": None}, TypeError, ["metrics['loss']", "NoneType"]),
+    ({"loss": [1.0]}, TypeError, ["metrics['loss']", "list"]),
+    ({"loss": torch.ones(3)}, ValueError, ["metrics['loss']", "one-element", "(3,)"]),
+    ({"loss": 1 + 2j}, TypeError, ["metrics['loss']", "complex"]),
+    ([("loss", 1.0)], TypeError, ["metrics", "dict", "list"]),
+])
+def test_bad_metrics_raise_at_the_call(runs_dir: Path, metrics: object, error: type, words: list[str]) -> None:
+    with make(runs_dir) as tracker:
+        with pytest.raises(error) as info:
+            tracker.log_metrics(metrics)  # type: ignore[arg-type]
+        for word in words:
+            assert word in str(info.value)
+        tracker.log_metrics({"ok": 1.0})  # the tracker still works
+    assert RunStore(tracker.run_dir).history("ok")
+
+
+def test_bad_step_text_histogram_and_logging_after_close(runs_dir: Path) -> None:
+    tracker = make(runs_dir)
+    with pytest.raises(TypeError, match="step: expected an int, received str"):
+        tracker.log_metrics({"a": 1}, step="3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="step: expected >= 0, received -1"):
+        tracker.log_metrics({"a": 1}, step=-1)
+    with pytest.raises(TypeError, match="text: expected a str, received int"):
+        tracker.log_text("n", 3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="values: expected numbers"):
+        tracker.log_histogram("h", ["a", "b"])
+    tracker.close()
+    with pytest.raises(RuntimeError, match="is closed"):
+        tracker.log_metrics({"a": 1})
+    tracker.close()  # idempotent
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+def test_cuda_tensors_never_synchronise_on_the_hot_path(runs_dir: Path) -> None:
+    with make(runs_dir) as tracker:
+        values = [torch.rand((), device="cuda") for _ in range(10)]
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for step in range(100):
+                tracker.log_metrics({f"m{i}": v for i, v in enumerate(values)}, step=step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    history = RunStore(tracker.run_dir).history("m3")
+    assert len(history) == 100 and history[0][2] == pytest.approx(values[3].item())
+
+
+def test_context_manager_and_properties(runs_dir: Path) -> None:
+    with make(runs_dir, run_name="my-run") as tracker:
+        assert tracker.run_name == "my-run" and tracker.run_dir == runs_dir / "my-run"
+        assert tracker.step == -1
+        tracker.log_metrics({"a": 1})
+        assert tracker.step == 0
+    assert os.path.exists(runs_dir / "my-run" / "run.db")
+    assert RunStore(runs_dir / "my-run").meta()["status"] == "finished"
