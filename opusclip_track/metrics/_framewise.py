@@ -49,7 +49,8 @@ class FramewiseMetric(Metric):
     """Base of a streaming per-frame metric: `update` per batch, `compute` (mean), `compute_curve` (per t).
 
     Subclasses set `_score_fn = staticmethod(...)` (the private per-frame math shared with the functional
-    twin) and the usual torchmetrics class attributes.
+    twin) or override `_update_prepared`, and set the usual torchmetrics class attributes. Every metric of
+    the package has `_update_prepared(gen, ref)`: `update` minus the input checks, for `VideoMetrics`.
     """
 
     is_differentiable = False
@@ -60,16 +61,14 @@ class FramewiseMetric(Metric):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.value_range = check_value_range(value_range)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
-        # `VideoMetrics` feeds videos it already prepared (float (B, T, C, H, W) in [0, 1]); that entry gets
-        # the same bookkeeping as `update` (cached result dropped, update counted).
-        self._update_prepared = self._wrap_update(self._accumulate)
 
     def update(self, generated: Tensor, reference: Tensor) -> None:  # type: ignore[override]
         """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each."""
         gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
-        self._accumulate(gen, ref)
+        self._update_prepared(gen, ref)
 
-    def _accumulate(self, gen: Tensor, ref: Tensor) -> None:
+    def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
+        """Add already prepared videos (float `(B, T, C, H, W)` in [0, 1]); `VideoMetrics` prepares once."""
         self.scores.append(self._score_fn(gen, ref))  # type: ignore[union-attr]
 
     def compute(self) -> Tensor:

@@ -30,7 +30,7 @@ _BUILTIN: dict[str, type[nn.Module]] = {"psnr": PSNR, "ssim": SSIM, "flicker": T
 # Learned metrics: (module, class) imported on first use, and the registry key of the weights they load.
 _LEARNED: dict[str, tuple[str, str]] = {
     "lpips": ("opusclip_track.metrics.lpips", "LPIPS"),
-    "fid": ("opusclip_track.metrics.fid", "FrechetInceptionDistance"),
+    "fid": ("opusclip_track.metrics.fid", "FID"),
     "is": ("opusclip_track.metrics.fid", "InceptionScore"),
     "fvd": ("opusclip_track.metrics.fvd", "FrechetVideoDistance"),
 }
@@ -125,7 +125,7 @@ class VideoMetrics:
     def _build(self, name: str) -> nn.Module:
         if name in _BUILTIN:
             return _BUILTIN[name]()  # fed prepared [0, 1] videos, so their own value_range stays (0, 1)
-        return _learned_class(name)(weights_dir=self.weights_dir)
+        return _learned_class(name)(weights_dir=self.weights_dir, device=self.device)
 
     def update(self, generated: Tensor, reference: Tensor) -> None:
         """Add a batch of pairs: `(B, T, C, H, W)` or `(T, C, H, W)`, uint8 or float in `value_range`.
@@ -138,8 +138,8 @@ class VideoMetrics:
         self._check_clip_shape(gen)
         if self.device is None:
             self._metrics.to(gen.device)  # a no-op once the states live there
-        for name, metric in self._metrics.items():
-            _feed(name, metric, gen, ref)
+        for metric in self._metrics.values():
+            _feed(metric, gen, ref)
         self.num_videos += gen.shape[0]
 
     def _check_clip_shape(self, gen: Tensor) -> None:
@@ -195,14 +195,13 @@ class VideoMetrics:
         }
 
 
-def _feed(name: str, metric: nn.Module, gen: Tensor, ref: Tensor) -> None:
-    """Hand prepared `(B, T, C, H, W)` [0, 1] videos to one metric through its own update signature."""
-    if name in _BUILTIN:
-        metric._update_prepared(gen, ref)  # type: ignore[operator]
-    elif name == "is":
-        metric.update(gen)
-    else:
-        metric.update(gen, ref)
+def _feed(metric: nn.Module, gen: Tensor, ref: Tensor) -> None:
+    """Hand prepared `(B, T, C, H, W)` [0, 1] videos to one metric, skipping its input checks.
+
+    Every metric of the package has `_update_prepared(gen, ref)` (IS ignores `ref`). Wrapping it with
+    torchmetrics' `_wrap_update` gives it the bookkeeping `update` has (cached result dropped, update counted).
+    """
+    metric._wrap_update(metric._update_prepared)(gen, ref)  # type: ignore[operator]
 
 
 def _results(name: str, metric: nn.Module) -> dict[str, float]:

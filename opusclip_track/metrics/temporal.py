@@ -92,15 +92,14 @@ class TemporalFlicker(Metric):
         for state in ("abs_diff_sum", "abs_gen_sum", "abs_ref_sum"):
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-        # `VideoMetrics` feeds videos it already prepared; that entry gets `update`'s bookkeeping.
-        self._update_prepared = self._wrap_update(self._accumulate)
 
     def update(self, generated: Tensor, reference: Tensor) -> None:  # type: ignore[override]
         """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each, T >= 2."""
         gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
-        self._accumulate(gen, ref)
+        self._update_prepared(gen, ref)
 
-    def _accumulate(self, gen: Tensor, ref: Tensor) -> None:
+    def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
+        """Add already prepared videos (float `(B, T, C, H, W)` in [0, 1]); `VideoMetrics` prepares once."""
         abs_diff, abs_gen, abs_ref, count = _temporal_update(gen, ref)
         self.abs_diff_sum += abs_diff
         self.abs_gen_sum += abs_gen
