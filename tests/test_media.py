@@ -363,3 +363,19 @@ def _silent_wav() -> bytes:
         wav.setframerate(8000)
         wav.writeframes(b"\0\0" * 80)
     return buffer.getvalue()
+
+
+def test_read_video_reads_webm_without_a_frame_count_in_the_header(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "numbered.webm"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for i in range(6):
+            frame = np.full((32, 48, 3), 20 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    assert video_info(path)["frames"] == 6 and video_info(path)["fps"] == 10.0
+    video, fps = read_video(path, start_frame=1, fps=5.0)
+    assert fps == 5.0 and frame_indices(video) == [1, 3, 5]
