@@ -26,14 +26,17 @@ MAX_RETRY_RECORDS = 100_000  # per backend; beyond this, the store alone keeps t
 
 # ---- resolving raw values ------------------------------------------------------------------------------
 def resolve_scalars(records: Sequence[Scalars]) -> None:
-    """Turn every tensor value into a float, all tensors of one device in one transfer (one sync)."""
+    """Turn every value into a float; all tensors of one device come over in one transfer (one sync)."""
     by_device: dict[torch.device, list[tuple[dict[str, Any], str, torch.Tensor]]] = {}
     for rec in records:
-        for key, value in rec.values.items():
+        values = rec.values
+        for key, value in values.items():
+            if type(value) is float:
+                continue
             if isinstance(value, torch.Tensor):
-                by_device.setdefault(value.device, []).append((rec.values, key, value))
-            elif type(value) is not float:
-                rec.values[key] = float(value)
+                by_device.setdefault(value.device, []).append((values, key, value))
+            else:
+                values[key] = float(value)
     for device, items in by_device.items():
         dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
         stacked = torch.stack([t.reshape(()).to(dtype) for _, _, t in items]).cpu().tolist()
@@ -158,11 +161,11 @@ class Pipeline:
 
     def _resolve(self, batch: list[Record]) -> list[Record]:
         scalars = [r for r in batch if isinstance(r, Scalars)]
+        failed: set[int] = set()
         try:
             resolve_scalars(scalars)
-        except Exception:  # one bad tensor: fall back to record by record, so only that record is lost
-            for rec in scalars:
-                self._guard(resolve_scalars, [rec])
+        except Exception:  # one bad tensor: go record by record, so only that record is lost
+            failed = {id(rec) for rec in scalars if not self._guard(resolve_scalars, [rec])}
         ok: list[Record] = []
         for rec in batch:
             if isinstance(rec, Histogram) and rec.counts is None:
@@ -171,8 +174,8 @@ class Pipeline:
             elif isinstance(rec, Media) and self.prepare_media is not None:
                 if not self._guard(self.prepare_media, rec):
                     continue
-            elif isinstance(rec, Scalars) and not all(type(v) is float for v in rec.values.values()):
-                continue  # its resolution failed above and was reported
+            elif id(rec) in failed:
+                continue
             ok.append(rec)
         return ok
 

@@ -4,7 +4,8 @@ Layout (`runs/<run_name>/run.db`, WAL mode):
 
 * `meta(key, value)`: run name, experiment, creation time, status, config and environment as JSON.
 * `keys(id, name)` and `scalars(key_id, step, wall_time, value)`: every scalar ever logged. SQLite turns a
-  NaN into NULL, so NULL reads back as NaN; +/-inf are stored as they are.
+  NaN into NULL, so NULL reads back as NaN; +/-inf are stored as they are. The (key, step) index is built
+  when the run closes, not maintained on every insert: it would cost a third of the write time.
 * `events(id, kind, name, step, wall_time, data, path)`: everything that is not a scalar (text,
   histogram summaries, hyperparameters, media and artifact references), `data` as JSON.
 
@@ -18,7 +19,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL,
                                     wall_time REAL NOT NULL, value REAL);
-CREATE INDEX IF NOT EXISTS scalars_by_key ON scalars (key_id, step);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
                                    step INTEGER, wall_time REAL NOT NULL, data TEXT, path TEXT);
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, name);
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS scalars_by_key ON scalars (key_id, step)"
 
 
 class RunStore:
@@ -53,6 +54,7 @@ class RunStore:
     def __init__(self, path: str | Path, *, create: bool = False) -> None:
         path = Path(path)
         self.path = path if path.suffix == ".db" else path / DB_NAME
+        self._writable = create
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -73,7 +75,7 @@ class RunStore:
         with self._transaction():
             self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
 
-    def write(self, scalars: Iterable[tuple[str, int, float, float]],
+    def write(self, scalars: Sequence[tuple[str, int, float, float]],
               events: Sequence[tuple[str, str, int | None, float, Any, str | None]] = ()) -> None:
         """Write one batch in one transaction.
 
@@ -81,15 +83,13 @@ class RunStore:
             scalars: `(key, step, wall_time, value)` rows.
             events: `(kind, name, step, wall_time, data, path)` rows; `data` is JSON-serialised.
         """
+        key_ids = self._key_ids
         with self._transaction():
-            key_ids = self._key_ids
-            rows = []
-            for key, step, wall_time, value in scalars:
-                kid = key_ids.get(key)
-                if kid is None:
-                    kid = self._key_id(key)
-                rows.append((kid, step, wall_time, value))
-            self._conn.executemany("INSERT INTO scalars VALUES (?, ?, ?, ?)", rows)
+            for key, _, _, _ in scalars:
+                if key not in key_ids:
+                    self._key_id(key)
+            self._conn.executemany("INSERT INTO scalars VALUES (?, ?, ?, ?)",
+                                   [(key_ids[k], s, w, v) for k, s, w, v in scalars])
             if events:
                 self._conn.executemany(
                     "INSERT INTO events (kind, name, step, wall_time, data, path) VALUES (?, ?, ?, ?, ?, ?)",
@@ -105,6 +105,8 @@ class RunStore:
         return _Transaction(self._conn)
 
     def close(self) -> None:
+        if self._writable:
+            self._conn.execute(_INDEX)
         self._conn.close()
 
     # ---- reading ---------------------------------------------------------------------------------

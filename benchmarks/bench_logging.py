@@ -1,0 +1,161 @@
+"""Hot-path cost and end-to-end throughput of `log_metrics` against SummaryWriter and wandb.log (offline).
+
+One process, one loop shape for every logger: each call logs 10 float scalars at one step.
+
+* back-to-back: calls in a tight loop;
+* paced: a 2 ms sleep between calls, like a training step, so each logger's background thread gets to run
+  between calls as it would in real training (the case the hot-path target is about);
+* end to end: N calls plus close(), i.e. until everything is on disk, in scalars per second.
+
+Run: `python benchmarks/bench_logging.py [--calls 2000] [--json out.json]`. Machines are noisy: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+KEYS = [f"train/metric_{i}" for i in range(10)]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _time_calls(log: Callable[[int], None], calls: int, pace_s: float) -> list[float]:
+    """Per-call wall time in microseconds."""
+    times = []
+    for step in range(calls):
+        start = time.perf_counter()
+        log(step)
+        times.append((time.perf_counter() - start) * 1e6)
+        if pace_s:
+            time.sleep(pace_s)
+    return times
+
+
+class _Ours:
+    name = "opusclip_track"
+
+    def __init__(self, root: Path) -> None:
+        from opusclip_track import AdvancedExperimentTracker, TrackingConfig
+
+        self.t = AdvancedExperimentTracker(TrackingConfig(experiment_name="bench", log_dir=str(root),
+                                                          use_wandb=False))
+
+    def log(self, step: int) -> None:
+        self.t.log_metrics({k: 0.5 + step for k in KEYS}, step=step)
+
+    def close(self) -> None:
+        self.t.close()
+
+
+class _SummaryWriter:
+    name = "SummaryWriter"
+
+    def __init__(self, root: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.w = SummaryWriter(str(root / "sw"))
+
+    def log(self, step: int) -> None:
+        for k in KEYS:
+            self.w.add_scalar(k, 0.5 + step, step)
+
+    def close(self) -> None:
+        self.w.close()
+
+
+class _Wandb:
+    name = "wandb.log"
+
+    def __init__(self, root: Path) -> None:
+        import wandb
+
+        self.run = wandb.init(project="bench", dir=str(root), mode="offline",
+                              settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+
+    def log(self, step: int) -> None:
+        self.run.log({k: 0.5 + step for k in KEYS}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+PEERS: list[type[Any]] = [_Ours, _SummaryWriter, _Wandb]
+
+
+def hot_path(root: Path, calls: int, pace_s: float) -> dict[str, dict[str, float]]:
+    out = {}
+    for cls in PEERS:
+        logger = cls(root)
+        _time_calls(logger.log, min(200, calls), 0.0)  # warm-up: imports, first file, JIT-free paths
+        times = _time_calls(logger.log, calls, pace_s)
+        logger.close()
+        out[cls.name] = {"median_us": statistics.median(times), "p99_us": _percentile(times, 0.99)}
+    return out
+
+
+def end_to_end(root: Path, calls: int) -> dict[str, float]:
+    out = {}
+    for cls in (_Ours, _SummaryWriter):
+        start = time.perf_counter()
+        logger = cls(root)
+        _time_calls(logger.log, calls, 0.0)
+        logger.close()
+        out[cls.name] = calls * len(KEYS) / (time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per logger and mode")
+    parser.add_argument("--e2e-calls", type=int, default=5000, help="calls for the end-to-end throughput")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        results: dict[str, Any] = {
+            "back_to_back": hot_path(root, args.calls, 0.0),
+            "paced_2ms": hot_path(root, args.calls, 0.002),
+            "end_to_end_scalars_per_s": end_to_end(root, args.e2e_calls),
+        }
+    ours = "opusclip_track"
+    print(f"log 10 scalars per call; {args.calls} calls per logger (cpu count {os.cpu_count()})")
+    for mode in ("back_to_back", "paced_2ms"):
+        print(f"\n[{mode}]  per-call cost, microseconds")
+        print(f"  {'logger':<16}{'median':>10}{'p99':>10}{'median ratio vs ours':>24}")
+        base = results[mode][ours]["median_us"]
+        for name, r in results[mode].items():
+            print(f"  {name:<16}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['median_us'] / base:>23.1f}x")
+    e2e = results["end_to_end_scalars_per_s"]
+    ratio = e2e[ours] / e2e["SummaryWriter"]
+    print(f"\n[end to end]  {args.e2e_calls} calls + close(), scalars/s")
+    for name, rate in e2e.items():
+        print(f"  {name:<16}{rate:>14,.0f}")
+    print(f"  ratio ours / SummaryWriter: {ratio:.1f}x")
+    paced = results["paced_2ms"]
+    results["ratios"] = {
+        "paced_median_vs_summarywriter": paced["SummaryWriter"]["median_us"] / paced[ours]["median_us"],
+        "paced_median_vs_wandb": paced["wandb.log"]["median_us"] / paced[ours]["median_us"],
+        "end_to_end_vs_summarywriter": ratio,
+    }
+    print("\ntargets: paced median >= 50x below both peers; end to end >= 10x SummaryWriter")
+    for name, value in results["ratios"].items():
+        print(f"  {name}: {value:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
