@@ -215,8 +215,8 @@ def _matches(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if hint is Any:
         return True
-    if origin is Literal:
-        return value in typing.get_args(hint)
+    if origin is Literal:  # the type is checked here, the value in _check_values (a ValueError)
+        return isinstance(value, type(typing.get_args(hint)[0]))
     if origin in (Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(hint))
     if origin is list:

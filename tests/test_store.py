@@ -1,0 +1,45 @@
+"""The local run store: real SQLite, written by the tracker, read back with the reader API."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig, list_runs
+
+
+def test_reader_api_lists_keys_histories_config_and_runs(runs_dir: Path) -> None:
+    cfg = TrackingConfig(experiment_name="store", log_dir=str(runs_dir), use_wandb=False, tags=["x"])
+    with AdvancedExperimentTracker(cfg) as tracker:
+        for step in range(10):
+            tracker.log_metrics({"train/loss": 1.0 / (step + 1), "lr": 0.1}, step=step)
+        tracker.log_text("prompt", "a cat surfing", step=3)
+        # the store is readable while the run is still open
+        tracker.flush()
+        live = RunStore(tracker.run_dir)
+        assert live.num_scalars() == 20 and live.meta()["status"] == "running"
+    store = RunStore(tracker.run_dir)
+    assert store.keys() == ["lr", "train/loss"]
+    assert [s for s, _, _ in store.history("train/loss")] == list(range(10))
+    assert store.last("train/loss") == (9, pytest.approx(0.1))
+    assert store.config()["tags"] == ["x"] and store.meta()["status"] == "finished"
+    assert store.events("text")[0]["data"] == {"text": "a cat surfing"}
+    assert store.max_step() == 9
+    assert list_runs(runs_dir) == [tracker.run_dir]
+
+
+def test_store_is_plain_sqlite_in_wal_mode(runs_dir: Path) -> None:
+    with AdvancedExperimentTracker(TrackingConfig(experiment_name="s", log_dir=str(runs_dir),
+                                                  use_wandb=False)) as tracker:
+        tracker.log_metrics({"a": 1.5}, step=4)
+    conn = sqlite3.connect(tracker.run_dir / "run.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = conn.execute("SELECT k.name, s.step, s.value FROM scalars s JOIN keys k ON k.id = s.key_id").fetchall()
+    assert rows == [("a", 4, 1.5)]
+
+
+def test_opening_a_missing_store_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run.db"):
+        RunStore(tmp_path / "nope")
