@@ -147,7 +147,8 @@ def read_video(
         num_frames: how many frames to return (after resampling); None reads to the end. Asking for more
             frames than the file holds after `start_frame` is an error (a clip is never silently short).
         fps: resample to this frame rate by nearest-frame selection (frames are repeated or dropped,
-            never blended); None keeps the source rate.
+            never blended; source frame times are index / the stream's average rate); None keeps the source
+            rate.
         size: ``(height, width)`` to resize every frame to (bilinear, by FFmpeg's swscale); None keeps it.
 
     Returns:
@@ -165,6 +166,9 @@ def read_video(
     try:
         src_fps = _stream_fps(stream)
         total = _count_frames(container, stream) if fps is not None and num_frames is None else None
+        if total is not None and start_frame >= total:
+            raise ValueError(f"start_frame: expected an index inside the video {str(path)!r}, received "
+                             f"{start_frame} (the video has {total} frames)")
         wanted = _source_indices(start_frame, num_frames, src_fps, fps, total)
         frames = _decode_frames(container, stream, start_frame, wanted, size)
     except av.error.FFmpegError as exc:
@@ -187,18 +191,16 @@ def _decode_frames(container: Any, stream: Any, start_frame: int, wanted: np.nda
     reformat: dict[str, Any] = {"format": "rgb24"}
     if size is not None:
         reformat.update(height=size[0], width=size[1], interpolation="BILINEAR")
-    counts = None if wanted is None else np.bincount(wanted)
-    last = None if wanted is None else int(wanted[-1])
     out: list[np.ndarray] = []
+    if wanted is None:
+        for index, frame in enumerate(container.decode(stream)):
+            if index >= start_frame:
+                out.append(frame.to_ndarray(**reformat))
+        return out
+    counts, last = np.bincount(wanted), int(wanted[-1])
     for index, frame in enumerate(container.decode(stream)):
-        if index < start_frame:
-            continue
-        if counts is None:
-            out.append(frame.to_ndarray(**reformat))
-            continue
         if index < len(counts) and counts[index]:
-            array = frame.to_ndarray(**reformat)
-            out.extend([array] * int(counts[index]))
+            out.extend([frame.to_ndarray(**reformat)] * int(counts[index]))
         if index >= last:
             break
     return out
@@ -213,7 +215,6 @@ def _check_enough(path: PathLike, frames: list[np.ndarray], start_frame: int,
                              f"{start_frame} (the video has fewer frames)")
         raise ValueError(f"num_frames: expected at most the {len(frames)} frames available in {str(path)!r} "
                          f"from start_frame {start_frame} at the requested rate, received {len(wanted)}")
-
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -342,6 +342,8 @@ def test_read_video_errors_name_the_problem(numbered_mp4: Path, tmp_path: Path) 
         read_video(audio_only)
     with pytest.raises(ValueError, match=r"start_frame: expected an index inside the video .* received 12"):
         read_video(numbered_mp4, start_frame=12)
+    with pytest.raises(ValueError, match=r"start_frame: .* received 15 \(the video has 12 frames\)"):
+        read_video(numbered_mp4, start_frame=15, fps=4.0)
     with pytest.raises(ValueError, match=r"num_frames: expected at most the 2 frames available .* received 3"):
         read_video(numbered_mp4, start_frame=10, num_frames=3)
     for kwargs, pattern in [({"start_frame": -1}, "start_frame: expected an int >= 0, received -1"),
