@@ -32,7 +32,7 @@ _LEARNED: dict[str, tuple[str, str]] = {
     "lpips": ("opusclip_track.metrics.lpips", "LPIPS"),
     "fid": ("opusclip_track.metrics.fid", "FID"),
     "is": ("opusclip_track.metrics.fid", "InceptionScore"),
-    "fvd": ("opusclip_track.metrics.fvd", "FrechetVideoDistance"),
+    "fvd": ("opusclip_track.metrics.fvd", "FVD"),
 }
 _WEIGHTS_KEY: dict[str, str] = {"lpips": "alexnet", "fid": "inception", "is": "inception", "fvd": "i3d"}
 _FLICKER_DEFINITION = "mean |(gen[t+1]-gen[t]) - (ref[t+1]-ref[t])| on [0, 1] frames"
@@ -60,6 +60,19 @@ def _learned_class(metric: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def higher_is_better(key: str) -> bool | None:
+    """Whether a larger value of a `compute()` key (`"video/psnr"` or `"psnr"`) is better.
+
+    None when neither is: `temporal_diff` (0 is best) and `is_std` (a spread).
+    """
+    name = key.removeprefix(PREFIX)
+    if name in _BUILTIN:
+        return bool(_BUILTIN[name].higher_is_better)
+    if name in _LEARNED:
+        return bool(_learned_class(name).higher_is_better)
+    return None
+
+
 def available_metrics(weights_dir: str | Path | None = None) -> dict[str, str | None]:
     """Which metrics can run here: `{name: None}` when it can, `{name: reason}` when it cannot.
 
@@ -81,7 +94,7 @@ def available_metrics(weights_dir: str | Path | None = None) -> dict[str, str | 
             continue
         spec = get_weights_file(_WEIGHTS_KEY[metric])
         if find_weights(spec, weights_dir) is None:
-            status[metric] = missing_message(spec, weights_dir, reason="it is not on disk")
+            status[metric] = missing_message(spec, weights_dir, reason="no download was attempted")
     return {name: status[name] for name in METRIC_NAMES}
 
 

@@ -1,0 +1,151 @@
+"""Evaluate a folder of generated videos against a folder of references, paired by file name.
+
+What `opusclip-track eval` runs; importable for notebooks and scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from opusclip_track.metrics.collection import MetricName, VideoMetrics
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif"})
+
+
+@dataclass(frozen=True)
+class VideoPair:
+    """A generated video and its reference, sharing the file stem `name`."""
+
+    name: str
+    generated: Path
+    reference: Path
+
+
+def _video_files(directory: str | Path, *, name: str) -> dict[str, Path]:
+    """`{stem: path}` of the video files directly in `directory`."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}: expected a directory of video files, received {str(folder)!r} "
+                                "(not a directory)")
+    by_stem: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in by_stem:
+            raise ValueError(f"{name}: expected one video per name, received both {by_stem[path.stem].name!r} "
+                             f"and {path.name!r} in {str(folder)!r}")
+        by_stem[path.stem] = path
+    if not by_stem:
+        raise ValueError(f"{name}: expected video files ({', '.join(sorted(VIDEO_SUFFIXES))}) in "
+                         f"{str(folder)!r}, received none")
+    return by_stem
+
+
+def pair_video_files(generated_dir: str | Path, reference_dir: str | Path) -> list[VideoPair]:
+    """Pair the videos of two folders by file stem (`clip_007.mp4` with `clip_007.gif`), sorted by name.
+
+    Raises:
+        FileNotFoundError: when a folder does not exist.
+        ValueError: when a folder has no videos, two videos with one stem, or a video without a partner;
+            the message lists the unpaired names on each side.
+    """
+    generated = _video_files(generated_dir, name="generated")
+    reference = _video_files(reference_dir, name="reference")
+    only_gen = sorted(generated.keys() - reference.keys())
+    only_ref = sorted(reference.keys() - generated.keys())
+    if only_gen or only_ref:
+        raise ValueError(
+            "generated/reference: expected the same video names in both folders, received "
+            f"{len(only_gen)} only in {str(generated_dir)!r} {_preview(only_gen)} and "
+            f"{len(only_ref)} only in {str(reference_dir)!r} {_preview(only_ref)}")
+    return [VideoPair(stem, generated[stem], reference[stem]) for stem in sorted(generated)]
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = names[:limit] + (["..."] if len(names) > limit else [])
+    return "[" + ", ".join(shown) + "]"
+
+
+def _read_pair(pair: VideoPair, *, num_frames: int | None,
+               size: tuple[int, int] | None) -> tuple[Tensor, Tensor]:
+    # Imported here: media imports the metrics package, so a module-level import would be circular.
+    from opusclip_track.media import read_video
+
+    clips = []
+    for role, path in (("generated", pair.generated), ("reference", pair.reference)):
+        try:
+            clips.append(read_video(path, num_frames=num_frames, size=size)[0])
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{role} video {str(path)!r} could not be read: {err}") from err
+    gen, ref = clips
+    if gen.shape != ref.shape:
+        raise ValueError(f"reference video {str(pair.reference)!r}: expected the same (T, C, H, W) as "
+                         f"generated {str(pair.generated)!r} {tuple(gen.shape)}, received {tuple(ref.shape)} "
+                         "(use --num-frames / --size to read both at one length and size)")
+    return gen, ref
+
+
+def evaluate_folders(
+    generated_dir: str | Path,
+    reference_dir: str | Path,
+    *,
+    metrics: Iterable[MetricName] = ("psnr", "ssim", "flicker"),
+    num_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 8,
+    weights_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every generated video against the reference of the same name.
+
+    Args:
+        generated_dir: folder of generated videos (any format PyAV reads).
+        reference_dir: folder of reference videos with the same file stems.
+        metrics: metric names (see `VideoMetrics`).
+        num_frames: read only the first `num_frames` frames of every video; None reads all (then every
+            video must have the same length).
+        size: `(height, width)` to resize every frame to; None keeps the files' size.
+        batch_size: pairs per metric update.
+        weights_dir: a directory searched first for pretrained weights.
+        device: where to compute (None: CPU, as the decoded frames).
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        `{"metrics": {"video/psnr": ...}, "pairs": [names], "protocol": VideoMetrics.protocol()}`.
+
+    Raises:
+        ValueError, FileNotFoundError: for unpaired or unreadable files and clips of different shapes, naming
+            the files.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, received {batch_size!r}")
+    pairs = pair_video_files(generated_dir, reference_dir)
+    scorer = VideoMetrics(metrics, value_range=(0.0, 1.0), weights_dir=weights_dir, device=device)
+    first: tuple[VideoPair, torch.Size] | None = None
+    pending: list[tuple[Tensor, Tensor]] = []
+    for pair in tqdm(pairs, desc="eval", unit="video", disable=not progress):
+        gen, ref = _read_pair(pair, num_frames=num_frames, size=size)
+        first = first or (pair, gen.shape)
+        if gen.shape != first[1]:
+            raise ValueError(f"generated video {str(pair.generated)!r}: expected the (T, C, H, W) of "
+                             f"{first[0].generated.name!r} {tuple(first[1])}, received {tuple(gen.shape)} "
+                             "(use --num-frames / --size to read every video at one length and size)")
+        pending.append((gen, ref))
+        if len(pending) == batch_size:
+            _update(scorer, pending)
+            pending = []
+    if pending:
+        _update(scorer, pending)
+    return {"metrics": scorer.compute(), "pairs": [p.name for p in pairs], "protocol": scorer.protocol()}
+
+
+def _update(scorer: VideoMetrics, pending: list[tuple[Tensor, Tensor]]) -> None:
+    scorer.update(torch.stack([gen for gen, _ in pending]), torch.stack([ref for _, ref in pending]))
