@@ -1,0 +1,201 @@
+"""A small convolutional video generator: predicts the future frames of a clip from its first frames.
+
+The context frames are stacked along the channel axis, folded 2x2 pixels into channels (pixel unshuffle, so
+the convolutions run at half resolution) and run through a 2-D U-Net (two downsamplings, residual blocks in
+the middle, skip connections), which outputs every future frame at once. The output is a
+correction on top of "the last context frame stays still": the network adds logits to the logit of that
+frame, so an untrained model already copies it and training learns the motion.
+
+This file also holds `FramePredictor`, the base both example models share (`generate`, `loss`,
+`num_parameters` and input checks), so the conv model and the transformer compare on equal terms.
+
+Example:
+    >>> model = VideoGenerationModel(VideoGenerationConfig())
+    >>> clip = torch.rand(8, 16, 3, 64, 64)                 # (B, T, C, H, W) in [0, 1]
+    >>> future = model(clip[:, :4])                          # (8, 12, 3, 64, 64)
+    >>> longer = model.generate(clip[:, :4], num_frames=30)  # (8, 30, 3, 64, 64), rolled out in chunks
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+# Inputs are clamped away from 0 and 1 before the logit so a black or white pixel stays finite.
+_LOGIT_EPS = 1e-3
+
+
+@dataclass
+class VideoGenerationConfig:
+    context_frames: int = 4  # frames the model sees (T_ctx)
+    future_frames: int = 12  # frames it predicts in one forward (T_future); 4 + 12 = a 16-frame clip
+    channels: int = 3  # C
+    image_size: int = 64  # frames are image_size x image_size
+    width: int = 32  # channels of the first conv stage; x2 per downsampling
+    num_res_blocks: int = 2  # residual blocks at the lowest resolution
+    residual: bool = True  # predict a change of the last context frame rather than frames from scratch
+
+
+class PredictorConfig(Protocol):
+    """The fields every example model's config has: what `FramePredictor` checks and rolls out with."""
+
+    context_frames: int
+    future_frames: int
+    channels: int
+    image_size: int
+    residual: bool
+
+
+class FramePredictor(nn.Module):
+    """Shared interface: `forward(context) -> future` over a fixed horizon, plus rollout, loss and checks.
+
+    A subclass sets `self.config` (a `PredictorConfig`) and implements
+    `_predict_logits(context) -> (B, T_future, C, H, W)`.
+    """
+
+    config: PredictorConfig
+
+    def _predict_logits(self, context: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, context: Tensor) -> Tensor:
+        """Predict `future_frames` frames after `context` (B, T_ctx, C, H, W) in [0, 1]. -> (B, T_future, C, H, W)"""
+        self._check_clip("context", context, self.config.context_frames)
+        logits = self._predict_logits(context)  # (B, T_future, C, H, W)
+        if self.config.residual:
+            last = context[:, -1:].clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)  # (B, 1, C, H, W)
+            logits = logits + torch.logit(last)
+        return torch.sigmoid(logits)
+
+    @torch.no_grad()
+    def generate(self, context: Tensor, num_frames: int) -> Tensor:
+        """Roll the model out for `num_frames` frames, feeding predictions back as context in chunks.
+
+        Args:
+            context: (B, T, C, H, W) in [0, 1] with T >= `context_frames`; the last `context_frames` are used.
+            num_frames: How many frames to produce; any positive number (not limited to the horizon).
+
+        Returns:
+            (B, num_frames, C, H, W) in [0, 1], the frames after `context`.
+        """
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"num_frames: expected an int >= 1, received {num_frames!r}")
+        t_ctx = self.config.context_frames
+        self._check_clip("context", context, t_ctx, at_least=True)
+        frames = context[:, -t_ctx:]  # (B, T_ctx, C, H, W)
+        produced: list[Tensor] = []
+        for _ in range(-(-num_frames // self.config.future_frames)):  # ceil division: number of chunks
+            future = self(frames)  # (B, T_future, C, H, W)
+            produced.append(future)
+            frames = torch.cat([frames, future], dim=1)[:, -t_ctx:]
+        return torch.cat(produced, dim=1)[:, :num_frames]
+
+    def loss(self, clip: Tensor) -> Tensor:
+        """Mean squared error of the predicted future frames of `clip` (B, T, C, H, W), T >= T_ctx + T_future."""
+        t_ctx, t_future = self.config.context_frames, self.config.future_frames
+        self._check_clip("clip", clip, t_ctx + t_future, at_least=True)
+        prediction = self(clip[:, :t_ctx])
+        return F.mse_loss(prediction, clip[:, t_ctx:t_ctx + t_future])
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _check_clip(self, name: str, clip: Tensor, frames: int, at_least: bool = False) -> None:
+        cfg = self.config
+        expected = (f"(B, {'>=' if at_least else ''}{frames}, {cfg.channels}, {cfg.image_size}, "
+                    f"{cfg.image_size})")
+        ok = (isinstance(clip, Tensor) and clip.ndim == 5 and clip.is_floating_point()
+              and (clip.shape[1] >= frames if at_least else clip.shape[1] == frames)
+              and tuple(clip.shape[2:]) == (cfg.channels, cfg.image_size, cfg.image_size))
+        if not ok:
+            received = (f"shape {tuple(clip.shape)}, dtype {clip.dtype}" if isinstance(clip, Tensor)
+                        else type(clip).__name__)
+            raise ValueError(f"{name}: expected a float tensor {expected} in [0, 1], received {received}")
+
+
+def _check_config(cfg: PredictorConfig, downsampling: int) -> None:
+    """Shape fields every FramePredictor config has; `downsampling` is what image_size must divide by."""
+    for name in ("context_frames", "future_frames", "channels", "image_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, received {value!r}")
+    if cfg.image_size % downsampling:
+        raise ValueError(f"image_size: expected a multiple of {downsampling}, received {cfg.image_size}")
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class Down(nn.Module):
+    """Halve the resolution, double the channels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.conv = nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.silu(self.norm(x)))
+
+
+class Up(nn.Module):
+    """Double the resolution, halve the channels, then merge the encoder's skip connection."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.conv = nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1)
+        self.merge = nn.Conv2d(channels, channels // 2, 3, padding=1)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = self.conv(F.silu(self.norm(x)))
+        return self.merge(torch.cat([x, skip], dim=1))
+
+
+class VideoGenerationModel(FramePredictor):
+    """Conv U-Net over context frames stacked as channels -> all future frames at once. See module doc."""
+
+    def __init__(self, config: VideoGenerationConfig) -> None:
+        super().__init__()
+        _check_config(config, downsampling=8)
+        if config.width < 8 or config.width % 8:
+            raise ValueError(f"width: expected a multiple of 8 (GroupNorm groups), received {config.width}")
+        self.config = config
+        w = config.width
+        # Folding 2x2 pixels into channels cuts the cost of the full-resolution convs by 4 at equal width.
+        self.fold, self.unfold = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.stem = nn.Conv2d(4 * config.context_frames * config.channels, w, 3, padding=1)
+        self.down1, self.down2 = Down(w), Down(2 * w)
+        self.mid = nn.Sequential(*[ResBlock(4 * w) for _ in range(config.num_res_blocks)])
+        self.up2, self.up1 = Up(4 * w), Up(2 * w)
+        self.head_norm = nn.GroupNorm(8, w)
+        self.head = nn.Conv2d(w, 4 * config.future_frames * config.channels, 3, padding=1)
+        # Start from "nothing moves" (residual) or mid-grey: a zero head gives logits of exactly 0.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _predict_logits(self, context: Tensor) -> Tensor:
+        b, t, c, h, w = context.shape
+        x = self.fold(context.reshape(b, t * c, h, w) * 2 - 1)  # (B, 4 T C, H/2, W/2), centred on 0
+        s1 = self.stem(x)  # (B, w, H/2, W/2)
+        s2 = self.down1(s1)  # (B, 2w, H/4, W/4)
+        x = self.mid(self.down2(s2))  # (B, 4w, H/8, W/8)
+        x = self.up1(self.up2(x, s2), s1)  # (B, w, H/2, W/2)
+        x = self.unfold(self.head(F.silu(self.head_norm(x))))  # (B, T_future * C, H, W)
+        return x.reshape(b, self.config.future_frames, c, h, w)
