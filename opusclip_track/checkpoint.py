@@ -109,16 +109,18 @@ class CheckpointManager:
         mode: `"min"` when lower `monitor` is better, `"max"` when higher is.
         async_save: When True, `save` only copies the state to CPU memory and a background thread writes.
         run_name: Recorded in the manifest with each checkpoint.
+        on_saved: Called with the final entry once a checkpoint is on disk and in the manifest (from the
+            background thread when `async_save`), e.g. to log it as a W&B artifact without waiting.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, keep_last: int = 3, keep_best: int = 1,
                  monitor: str | None = None, mode: Literal["min", "max"] = "min", async_save: bool = False,
-                 run_name: str | None = None) -> None:
+                 run_name: str | None = None, on_saved: Callable[[CheckpointInfo], object] | None = None) -> None:
         _check_arguments(keep_last, keep_best, monitor, mode)
         self.directory = Path(directory)
         self.keep_last, self.keep_best, self.monitor, self.mode = keep_last, keep_best, monitor, mode
         self.async_save = async_save
-        self.run_name = run_name
+        self.run_name, self._on_saved = run_name, on_saved
         self.directory.mkdir(parents=True, exist_ok=True)
         self._git_commit = _git_commit()
         self._lock = threading.Lock()  # guards self._entries against the background writer
@@ -207,6 +209,8 @@ class CheckpointManager:
         for gone in old:  # only after the manifest no longer lists them
             if gone["file"] not in kept:
                 (self.directory / gone["file"]).unlink(missing_ok=True)
+        if self._on_saved is not None:
+            self._on_saved(self._info(entry))
         return entry
 
     def _retain(self, entries: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:

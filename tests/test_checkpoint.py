@@ -259,6 +259,18 @@ def test_async_save_snapshots_state_and_a_second_save_waits_for_the_first(tmp_pa
         assert loaded.step == info.step and torch.all(model.weight == value)
 
 
+def test_on_saved_receives_each_final_entry_once_it_is_on_disk(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool, bool]] = []
+
+    def on_saved(info: Any) -> None:
+        seen.append((info.step, info.path.exists(), info.sha256 == _sha256(info.path)))
+
+    with CheckpointManager(tmp_path, async_save=True, on_saved=on_saved) as manager:
+        for step in range(3):
+            manager.save(torch.nn.Linear(8, 8), epoch=0, step=step)
+    assert seen == [(0, True, True), (1, True, True), (2, True, True)]
+
+
 @pytest.mark.parametrize("next_call", ["save", "wait", "close"])
 def test_background_save_error_is_raised_on_the_next_call(tmp_path: Path, next_call: str) -> None:
     directory = tmp_path / "ckpts"
