@@ -7,16 +7,20 @@ batches, and never stops the store or the other backends.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from .backends import Backend
-from .records import Artifact, Histogram, Hparams, Media, Record, Scalars, Text
+from .records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 from .store import RunStore
 
 log = logging.getLogger("opusclip_track")
@@ -81,6 +85,8 @@ def store_rows(records: Sequence[Record]) -> tuple[list[tuple[str, int, float, f
             events.append((r.kind, r.name, r.step, r.wall_time,
                            {"caption": r.caption, **r.options, "files": {k: str(p) for k, p in r.files.items()}},
                            str(main) if main else None))
+        elif isinstance(r, ConfigUpdate):
+            events.append(("config", "config", None, r.wall_time, r.values, None))
         elif isinstance(r, Artifact):
             events.append(("artifact", r.name, None, r.wall_time,
                            {"type": r.type, "aliases": r.aliases, **r.metadata}, str(r.path)))
@@ -139,14 +145,13 @@ class Pipeline:
     Args:
         store: the run's local store (written first, always).
         slots: the enabled backends.
-        prepare_media: encodes a media record on the worker (filled by the tracker; media.py does the work).
+        media_dir: where encoded clips, images and tables are kept (`<run_dir>/media`).
     """
 
-    def __init__(self, store: RunStore, slots: list[BackendSlot],
-                 prepare_media: Callable[[Media], None] | None = None) -> None:
+    def __init__(self, store: RunStore, slots: list[BackendSlot], media_dir: Path) -> None:
         self.store = store
         self.slots = slots
-        self.prepare_media = prepare_media
+        self.prepare_media = MediaEncoder(media_dir)
         self.bad_records = 0
         self._bad_reported: set[str] = set()
 
@@ -154,6 +159,9 @@ class Pipeline:
         records = self._resolve(batch)
         if not records:
             return
+        for rec in records:
+            if isinstance(rec, Rewind):  # the tracker sends it alone, between two flushes
+                self.store.rewind(rec.step)
         scalars, events = store_rows(records)
         self.store.write(scalars, events)
         for slot in self.slots:
@@ -171,8 +179,11 @@ class Pipeline:
             if isinstance(rec, Histogram) and rec.counts is None:
                 if not self._guard(bin_histogram, rec):
                     continue
-            elif isinstance(rec, Media) and self.prepare_media is not None:
+            elif isinstance(rec, Media):
                 if not self._guard(self.prepare_media, rec):
+                    continue
+            elif isinstance(rec, Artifact) and rec.ready is not None:
+                if not self._guard(lambda r: r.ready(), rec):
                     continue
             elif id(rec) in failed:
                 continue
@@ -193,3 +204,82 @@ class Pipeline:
                           kind, type(exc).__name__, exc)
             return False
 
+
+
+# ---- media, encoded on the worker ---------------------------------------------------------------------
+class MediaEncoder:
+    """Turns a `Media` record's payload into files under `<run_dir>/media/` and bytes for the backends.
+
+    Video: uint8 frames -> MP4 (H.264, kept on disk, what W&B uploads) and an animated GIF (what TensorBoard
+    plays in its Images tab). Image and figure: PNG. Table: JSON on disk and a Markdown table for TensorBoard.
+    """
+
+    def __init__(self, media_dir: Path) -> None:
+        self.media_dir = media_dir
+
+    def __call__(self, record: Media) -> None:
+        from . import media
+
+        stem = self._stem(record)
+        if record.kind == "video":
+            payload = _wait_for_copy(record.payload)
+            opts = record.options
+            frames = media.video_to_frames(payload, layout=opts.pop("layout"), value_range=opts.pop("value_range"),
+                                           reference=_wait_for_copy(opts.pop("reference")))
+            fps = opts["fps"]
+            record.files["mp4"] = media.encode_mp4(frames, self.media_dir / f"{stem}.mp4", fps)
+            record.encoded["gif"] = media.encode_gif(frames, fps)
+            opts.update(frames=int(frames.shape[0]), height=int(frames.shape[1]), width=int(frames.shape[2]))
+        elif record.kind in ("image", "figure"):
+            if record.kind == "figure":
+                array = media.render_figure(record.payload, close=record.options.pop("close"))
+            else:
+                opts = record.options
+                array = media.image_to_array(_wait_for_copy(record.payload), layout=opts.pop("layout"),
+                                             value_range=opts.pop("value_range"), nrow=opts.pop("nrow"))
+            png = media.encode_png(array)
+            record.encoded["png"] = png
+            record.files["png"] = _write_atomic(self.media_dir / f"{stem}.png", png)
+            record.options.update(height=int(array.shape[0]), width=int(array.shape[1]))
+        elif record.kind == "table":
+            columns, rows = record.payload
+            record.encoded["markdown"] = _markdown(columns, rows).encode()
+            data = json.dumps({"columns": list(columns), "rows": rows}, default=str).encode()
+            record.files["json"] = _write_atomic(self.media_dir / f"{stem}.json", data)
+        record.payload = None if record.kind != "table" else record.payload  # free the frames early
+
+    def _stem(self, record: Media) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.name).strip("_") or record.kind
+        stem = f"{safe}_step{record.step:08d}"
+        n = 1
+        while any(self.media_dir.glob(f"{stem}.*")):  # the same name logged twice at one step
+            stem = f"{safe}_step{record.step:08d}_{n}"
+            n += 1
+        return stem
+
+
+def _wait_for_copy(payload: Any) -> Any:
+    """A device-to-host copy started on the caller's thread travels as (tensor, event): wait for it here."""
+    if isinstance(payload, tuple):
+        tensor, event = payload
+        event.synchronize()
+        return tensor
+    return payload
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _markdown(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

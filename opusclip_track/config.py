@@ -131,6 +131,13 @@ class TrackingConfig:
     seed: int | None = None
     resume: bool | str = False
     """True: continue the newest run of this experiment; a string: continue that run name."""
+    checkpoint_keep_last: int = 3
+    checkpoint_keep_best: int = 1
+    checkpoint_monitor: str | None = None
+    """Metric key ranking checkpoints for `best` (e.g. "val/loss"); None: no best tracking."""
+    checkpoint_mode: Literal["min", "max"] = "min"
+    async_checkpoint: bool = True
+    """Save checkpoints in the background: the call only copies the state to CPU memory."""
     system_monitor_interval_s: float = 10.0
     """Seconds between system samples (CPU, memory, GPU); 0 turns the monitor off."""
     backends: list[str] = field(default_factory=list)
@@ -150,6 +157,8 @@ class TrackingConfig:
         if not self.experiment_name.strip():
             raise ValueError("TrackingConfig.experiment_name: expected a non-empty string, received ''")
         positive = {"log_frequency": self.log_frequency, "save_frequency": self.save_frequency,
+                    "checkpoint_keep_last": self.checkpoint_keep_last,
+                    "checkpoint_keep_best": self.checkpoint_keep_best,
                     "max_epochs": self.max_epochs, "batch_size": self.batch_size,
                     "flush_interval_s": self.flush_interval_s, "max_queue_bytes": self.max_queue_bytes}
         for name, value in positive.items():
@@ -158,6 +167,9 @@ class TrackingConfig:
         if self.system_monitor_interval_s < 0:
             raise ValueError("TrackingConfig.system_monitor_interval_s: expected >= 0 (0 = off), "
                              f"received {self.system_monitor_interval_s!r}")
+        if self.checkpoint_mode not in ("min", "max"):
+            raise ValueError("TrackingConfig.checkpoint_mode: expected 'min' or 'max', "
+                             f"received {self.checkpoint_mode!r}")
         modes = typing.get_args(WandbMode)
         if self.wandb_mode not in modes:
             raise ValueError(f"TrackingConfig.wandb_mode: expected one of {modes}, received {self.wandb_mode!r}")

@@ -7,6 +7,7 @@ and the wall time at which the caller logged it, so a backend that writes late s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,7 +82,11 @@ class Media:
 
 @dataclass(slots=True)
 class Artifact:
-    """A file to version in the backends that support it (W&B artifacts): checkpoints, tables, reports."""
+    """A file to version in the backends that support it (W&B artifacts): checkpoints, tables, reports.
+
+    `ready`, when set, is called on the worker before any backend reads the file (an async checkpoint
+    write must have finished).
+    """
 
     name: str
     path: Path
@@ -89,6 +94,23 @@ class Artifact:
     aliases: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     wall_time: float = 0.0
+    ready: Callable[[], None] | None = None
 
 
-Record = Scalars | Hparams | Text | Histogram | Media | Artifact
+@dataclass(slots=True)
+class ConfigUpdate:
+    """Entries added to the run's configuration after start (metric protocol, model size, ...)."""
+
+    values: dict[str, Any]
+    wall_time: float = 0.0
+
+
+@dataclass(slots=True)
+class Rewind:
+    """A resumed run restarts at `step`: what was logged at steps >= `step` before is superseded."""
+
+    step: int
+    wall_time: float = 0.0
+
+
+Record = Scalars | Hparams | Text | Histogram | Media | Artifact | ConfigUpdate | Rewind

@@ -6,6 +6,7 @@ Layout (`runs/<run_name>/run.db`, WAL mode):
 * `keys(id, name)` and `scalars(key_id, step, wall_time, value)`: every scalar ever logged. SQLite turns a
   NaN into NULL, so NULL reads back as NaN; +/-inf are stored as they are. The (key, step) index is built
   when the run closes, not maintained on every insert: it would cost a third of the write time.
+* `superseded_scalars`: rows a resumed run replaced (logged after the checkpoint it resumed from).
 * `events(id, kind, name, step, wall_time, data, path)`: everything that is not a scalar (text,
   histogram summaries, hyperparameters, media and artifact references), `data` as JSON.
 
@@ -30,6 +31,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL,
                                     wall_time REAL NOT NULL, value REAL);
+CREATE TABLE IF NOT EXISTS superseded_scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL,
+                                               wall_time REAL NOT NULL, value REAL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
                                    step INTEGER, wall_time REAL NOT NULL, data TEXT, path TEXT);
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, name);
@@ -94,6 +97,13 @@ class RunStore:
                 self._conn.executemany(
                     "INSERT INTO events (kind, name, step, wall_time, data, path) VALUES (?, ?, ?, ?, ?, ?)",
                     [(k, n, s, w, json.dumps(d, default=str), p) for k, n, s, w, d, p in events])
+
+    def rewind(self, step: int) -> None:
+        """A resumed run restarts at `step`: move scalars at steps >= `step` to `superseded_scalars`, so the
+        history stays one increasing series and nothing logged is deleted."""
+        with self._transaction():
+            self._conn.execute("INSERT INTO superseded_scalars SELECT * FROM scalars WHERE step >= ?", (step,))
+            self._conn.execute("DELETE FROM scalars WHERE step >= ?", (step,))
 
     def _key_id(self, key: str) -> int:
         self._conn.execute("INSERT OR IGNORE INTO keys (name) VALUES (?)", (key,))

@@ -12,21 +12,27 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from . import media
 from ._dispatch import Dispatcher
 from ._pipeline import BackendSlot, Pipeline
 from .backends import get_backend_class
+from .checkpoint import CheckpointInfo, CheckpointManager, LoadedCheckpoint
 from .config import TrackingConfig, redact_secrets
+from .diagnostics import ModelWatcher, model_architecture_summary, training_step_metrics
 from .distributed import rank_zero_only, refresh_rank
-from .records import Histogram, Hparams, Record, Scalars, Text
+from .environment import capture_environment
+from .media import ImageLayout, VideoLayout
+from .records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 from .store import RunStore
+from .system import SystemMonitor
 
 log = logging.getLogger("opusclip_track")
 
@@ -63,6 +69,9 @@ class AdvancedExperimentTracker:
         self._known_keys: set[str] = set()
         self._closed = False
         self._dispatcher: Dispatcher[Record] | None = None
+        self._monitor: SystemMonitor | None = None
+        self._watchers: list[ModelWatcher] = []
+        self._checkpoints: CheckpointManager | None = None
         self.rank = refresh_rank()
         self._start()
 
@@ -77,6 +86,7 @@ class AdvancedExperimentTracker:
         if previous is not None:  # a resumed run continues after its last step: no step goes backwards
             self._step = previous
         self._run_config = cfg.to_dict()
+        self._run_config["environment"] = capture_environment(seed=cfg.seed)
         self._store.set_meta({"run_name": cfg.run_name, "experiment_name": cfg.experiment_name,
                               "project_name": cfg.project_name, "group": cfg.group, "tags": cfg.tags,
                               "created_at": time.time(), "status": "running", "config": self._run_config})
@@ -84,10 +94,12 @@ class AdvancedExperimentTracker:
                                  ("wandb", cfg.use_wandb and cfg.wandb_mode != "disabled")) if on]
         names += [n for n in cfg.backends if n not in names]
         slots = [BackendSlot(get_backend_class(n)(cfg, self.run_dir, self._run_config)) for n in names]
-        self._pipeline = Pipeline(self._store, slots)
+        self._pipeline = Pipeline(self._store, slots, self.run_dir / "media")
         self._dispatcher = Dispatcher(self._pipeline, flush_interval_s=cfg.flush_interval_s,
                                       max_bytes=cfg.max_queue_bytes)
         _register(self)
+        if cfg.system_monitor_interval_s > 0:
+            self._monitor = SystemMonitor(self._log_now, cfg.system_monitor_interval_s).start()
 
     def _resolve_resume(self) -> None:
         cfg = self.config
@@ -245,6 +257,267 @@ class AdvancedExperimentTracker:
             raise ValueError(f"bins: expected a positive int, received {bins!r}")
         self._put(Histogram(name, data, self._current_step(step), time.time(), bins), 256 + nbytes)
 
+    def _log_now(self, values: Mapping[str, Any]) -> None:
+        """Log scalars at the current step without advancing it (system samples, summaries)."""
+        if self._closed:
+            return
+        self._put(Scalars(self._current_step(None), time.time(), self._check_scalars(values)),
+                  64 + 48 * len(values))
+
+    @rank_zero_only
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        """Add entries to the run's configuration (store, W&B config, TensorBoard text); secrets redacted."""
+        self._check_open()
+        if not isinstance(values, Mapping):
+            raise TypeError(f"values: expected a dict, received {type(values).__name__}")
+        clean = redact_secrets(dict(values))
+        self._run_config.update(clean)
+        self._put(ConfigUpdate(clean, time.time()), 1024)
+
+    # ---- media: the caller's thread checks and copies; the worker converts and encodes ----------------
+    @rank_zero_only
+    def log_video(self, video: Any, name: str, step: int | None = None, fps: float = 8, caption: str | None = None,
+                  *, reference: Any = None, layout: VideoLayout | None = None,
+                  value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Log a clip (or a batch of clips as a grid; with `reference`, generated above ground truth).
+
+        TensorBoard gets an animated GIF (Images tab), W&B an MP4, and the MP4 is kept in
+        `runs/<run>/media/`. The call only checks shapes and takes a host copy; encoding runs on the worker.
+
+        Args:
+            video: `(T, C, H, W)` or `(B, T, C, H, W)` tensor/array (channels-last with `layout`), uint8 or
+                float in `value_range`, C in (1, 3).
+            name: the tag, e.g. `"samples/generated"`.
+            step: defaults to the current step.
+            fps: playback frame rate.
+            caption: shown under the clip in W&B.
+            reference: ground truth of the same shape, shown under `video`.
+            layout: `"TCHW"`, `"BTCHW"`, `"THWC"` or `"BTHWC"`; None infers from the number of dimensions.
+            value_range: range of float input: `(0, 1)` or `(-1, 1)`.
+        """
+        self._check_open()
+        _check_key(name, "name")
+        media.check_video(video, layout=layout)
+        if reference is not None:
+            media.check_video(reference, layout=layout, name="reference")
+            if tuple(reference.shape) != tuple(video.shape):
+                raise ValueError(f"reference: expected the shape of video {tuple(video.shape)}, "
+                                 f"received {tuple(reference.shape)}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 1000:
+            raise ValueError(f"fps: expected a number in (0, 1000), received {fps!r}")
+        options = {"fps": float(fps), "layout": layout, "value_range": value_range,
+                   "reference": None if reference is None else _host_copy(reference)}
+        record = Media("video", name, self._current_step(step), time.time(), _host_copy(video), options, caption)
+        self._put(record, _nbytes(video) * (2 if reference is not None else 1))
+
+    @rank_zero_only
+    def log_image(self, image: Any, name: str, step: int | None = None, caption: str | None = None, *,
+                  layout: ImageLayout | None = None, value_range: tuple[float, float] = (0.0, 1.0),
+                  nrow: int = 8) -> None:
+        """Log an image `(H, W)`, `(C, H, W)`, `(H, W, C)`, or a batch `(B, C, H, W)` as a grid of `nrow`."""
+        self._check_open()
+        _check_key(name, "name")
+        media.check_image(image, layout=layout)
+        if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+            raise ValueError(f"nrow: expected an int >= 1, received {nrow!r}")
+        options = {"layout": layout, "value_range": value_range, "nrow": nrow}
+        record = Media("image", name, self._current_step(step), time.time(), _host_copy(image), options, caption)
+        self._put(record, _nbytes(image))
+
+    def log_images(self, images: Any, name: str, step: int | None = None, nrow: int = 8, **kwargs: Any) -> None:
+        """Log a batch `(B, C, H, W)` as one grid image, `nrow` per row (see `log_image`)."""
+        self.log_image(images, name, step, nrow=nrow, **kwargs)
+
+    @rank_zero_only
+    def log_figure(self, figure: Any, name: str, step: int | None = None, close: bool = True) -> None:
+        """Log a matplotlib figure, rendered on the worker (do not change the figure after this call)."""
+        self._check_open()
+        _check_key(name, "name")
+        from matplotlib.figure import Figure
+
+        if not isinstance(figure, Figure):
+            raise TypeError(f"figure: expected a matplotlib.figure.Figure, received {type(figure).__name__}")
+        self._put(Media("figure", name, self._current_step(step), time.time(), figure, {"close": close}), 1 << 20)
+
+    @rank_zero_only
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                  step: int | None = None) -> None:
+        """Log a table: a W&B Table, a Markdown table in TensorBoard's Text tab, JSON in `media/`."""
+        self._check_open()
+        _check_key(name, "name")
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise TypeError(f"columns: expected a sequence of str, received {columns!r}")
+        table = [list(row) for row in rows]
+        for i, row in enumerate(table):
+            if len(row) != len(columns):
+                raise ValueError(f"rows[{i}]: expected {len(columns)} values (one per column), received {len(row)}")
+        payload = (list(columns), table)
+        self._put(Media("table", name, self._current_step(step), time.time(), payload), 256 + 64 * len(table))
+
+    # ---- video-quality metrics ---------------------------------------------------------------------
+    def log_video_metrics(self, psnr: Any = None, ssim: Any = None, lpips: Any = None, fid: Any = None, *,
+                          inception_score: Any = None, fvd: Any = None, step: int | None = None,
+                          **others: Any) -> None:
+        """Log video-quality scores under `video/` (the original API); None values are left out.
+
+        Example:
+            >>> tracker.log_video_metrics(psnr=28.1, ssim=0.91, lpips=0.12, step=500)  # doctest: +SKIP
+        """
+        named = {"psnr": psnr, "ssim": ssim, "lpips": lpips, "fid": fid, "is": inception_score, "fvd": fvd,
+                 **others}
+        values = {f"video/{k}": v for k, v in named.items() if v is not None}
+        if not values:
+            raise ValueError("log_video_metrics: expected at least one score, received only None")
+        self.log_metrics(values, step=self._current_step(step))
+
+    def evaluate_videos(self, generated: torch.Tensor, reference: torch.Tensor, step: int | None = None,
+                        metrics: Sequence[str] = ("psnr", "ssim", "flicker"), *,
+                        value_range: tuple[float, float] = (0.0, 1.0), weights_dir: str | Path | None = None,
+                        prefix: str = "video") -> dict[str, float]:
+        """Compute video-quality metrics of `generated` against `reference` and log them.
+
+        Also logs the per-timestep PSNR/SSIM curve as a table (`<prefix>/per_frame`) and stores the metric
+        protocol (resolution, frames, value range, weights files) in the run config, so numbers are
+        comparable across runs. Runs in the caller's thread: it is the computation you asked for.
+
+        Args:
+            generated, reference: `(B, T, C, H, W)` or `(T, C, H, W)`, uint8 or float in `value_range`.
+            step: defaults to the current step.
+            metrics: names out of psnr, ssim, lpips, fid, is, fvd, flicker.
+            value_range: range of float input.
+            weights_dir: where pretrained weights are looked for first (LPIPS, FID, IS, FVD).
+            prefix: key prefix of the logged values.
+
+        Returns:
+            `{"<prefix>/psnr": ..., ...}` as logged.
+        """
+        from .metrics import VideoMetrics
+
+        evaluator = VideoMetrics(metrics, value_range=value_range, weights_dir=weights_dir)  # type: ignore[arg-type]
+        evaluator.update(generated, reference)
+        results = {f"{prefix}/{k.removeprefix('video/')}": v for k, v in evaluator.compute().items()}
+        at = self._current_step(step)
+        if self._dispatcher is not None:
+            self.log_metrics(results, step=at)
+            curves = {k.removeprefix("video/"): c.tolist() for k, c in evaluator.compute_curves().items()}
+            if curves:
+                columns = ["t", *curves]
+                rows = [[t, *(curves[c][t] for c in curves)] for t in range(len(next(iter(curves.values()))))]
+                self.log_table(f"{prefix}/per_frame", columns, rows, step=at)
+            self.update_config({f"{prefix}_metric_protocol": evaluator.protocol()})
+        return results
+
+    # ---- system and training diagnostics ------------------------------------------------------------
+    def get_system_status(self) -> dict[str, float]:
+        """A system sample now (CPU, memory, disk/network rates, GPUs when present), not logged."""
+        if self._monitor is None:
+            self._monitor = SystemMonitor(self._log_now, interval_s=max(self.config.system_monitor_interval_s, 1.0))
+        return self._monitor.sample()
+
+    def log_performance_metrics(self) -> dict[str, float]:
+        """Record a system sample now at the current step (the original API) and return it."""
+        sample = self.get_system_status()
+        if self._dispatcher is not None:
+            self._log_now(sample)
+        return sample
+
+    @rank_zero_only
+    def log_training_step(self, loss: Any, *, grad_norm: Any = None, learning_rate: Any = None,
+                          nan_count: Any = None, inf_count: Any = None, clipped: Any = None,
+                          step: int | None = None) -> None:
+        """Log one optimisation step's loss and stability numbers, plus `watch`ed model statistics.
+
+        Values may be 0-d device tensors (resolved on the worker). On steps where a watched model is due
+        (`step % log_freq == 0`), its gradient/weight norms, NaN/Inf counts and histograms are logged too.
+        """
+        metrics = training_step_metrics(loss, grad_norm=grad_norm, learning_rate=learning_rate,
+                                        nan_count=nan_count, inf_count=inf_count, clipped=clipped)
+        self.log_metrics(metrics, step)
+        at = self._step if step is None else step
+        for watcher in self._watchers:
+            collected = watcher.maybe_collect(at)
+            if collected is not None:
+                scalars, histograms = collected
+                self.log_metrics(scalars, step=at)
+                for name, values in histograms.items():
+                    self.log_histogram(name, values, step=at)
+
+    def watch(self, model: torch.nn.Module, log: Literal["gradients", "parameters", "all"] = "gradients",
+              log_freq: int = 100) -> ModelWatcher:
+        """Record gradient/weight norms, NaN/Inf counts and histograms every `log_freq` training steps.
+
+        Statistics are computed on the device when `log_training_step` runs on a due step; other steps cost
+        one modulo. Returns the watcher (its `collect()` gives the numbers directly).
+        """
+        watcher = ModelWatcher(model, log=log, log_freq=log_freq)
+        self._watchers.append(watcher)
+        return watcher
+
+    def log_model_architecture(self, model: torch.nn.Module, name: str = "model") -> dict[str, int]:
+        """Log the module tree as text and parameter counts into the run config; returns the counts."""
+        tree, counts = model_architecture_summary(model)
+        if self._dispatcher is not None:
+            self.log_text(f"{name}/architecture", f"```\n{tree}\n```")
+            self.update_config({f"{name}_parameters": counts})
+        return counts
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> CheckpointManager:
+        """The run's `CheckpointManager` (`<checkpoint_dir>/<run_name>/`), created on first use."""
+        if self._checkpoints is None:
+            cfg = self.config
+            self._checkpoints = CheckpointManager(
+                Path(cfg.checkpoint_dir) / self.run_name, keep_last=cfg.checkpoint_keep_last,
+                keep_best=cfg.checkpoint_keep_best, monitor=cfg.checkpoint_monitor, mode=cfg.checkpoint_mode,
+                async_save=cfg.async_checkpoint, run_name=self.run_name)
+        return self._checkpoints
+
+    @rank_zero_only
+    def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                        scheduler: Any = None, epoch: int = 0, metrics: Mapping[str, Any] | None = None, *,
+                        step: int | None = None, scaler: Any = None,
+                        extra: dict[str, Any] | None = None) -> CheckpointInfo:
+        """Save a verified, atomic checkpoint (the original API) and record the event.
+
+        With `async_checkpoint` (the default) only the copy to CPU memory happens here. When W&B is on, a
+        checkpoint that becomes the best by `checkpoint_monitor` (or every one, without a monitor) is
+        logged as a model artifact with aliases `best`/`latest`.
+        """
+        self._check_open()
+        at = self._current_step(step)
+        manager = self.checkpoints
+        info = manager.save(model, optimizer, scheduler, scaler, epoch=epoch, step=at,
+                            metrics=dict(metrics or {}), extra=extra)
+        self._log_now({"checkpoint/epoch": epoch, "checkpoint/size_mb": info.size / 2**20})
+        best = manager.best
+        is_best = manager.monitor is None or (best is not None and best.file == info.file)
+        if is_best and self.config.use_wandb:
+            aliases = ["best", "latest"] if manager.monitor else ["latest"]
+            self._put(Artifact(f"model-{self.run_name}", info.path, "model", aliases,
+                               {"step": at, "epoch": epoch, "sha256": info.sha256, **info.metrics},
+                               time.time(), manager.wait), 1024)
+        return info
+
+    def load_checkpoint(self, which: str | Path = "latest", model: torch.nn.Module | None = None,
+                        optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                        scaler: Any = None) -> LoadedCheckpoint:
+        """Load and verify a checkpoint of this run (sha256, `weights_only=True`), restoring what is passed
+        and the RNG states; the tracker's step continues after the checkpoint's step.
+
+        Resuming a run (`TrackingConfig(resume=True)`): what was logged after this checkpoint belongs to the
+        abandoned trajectory; TensorBoard is told to hide those steps and the store moves them aside, so the
+        continued run shows no duplicated or backwards steps.
+        """
+        loaded = self.checkpoints.load(which, model, optimizer, scheduler, scaler)
+        if self._dispatcher is not None and self._step > loaded.step:
+            self.flush()
+            self._put(Rewind(loaded.step + 1, time.time()), 64)
+            self.flush()
+        with self._lock:
+            self._step = loaded.step
+        return loaded
+
     # ---- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything logged so far is in the store and every backend. False on timeout."""
@@ -259,6 +532,10 @@ class AdvancedExperimentTracker:
         self._closed = True
         if self._dispatcher is None:  # a non-zero rank: nothing was opened
             return
+        if self._monitor is not None:
+            self._monitor.stop()
+        if self._checkpoints is not None:
+            self._checkpoints.close()  # pending async writes finish before their artifacts are logged
         self._dispatcher.close()
         for slot in self._pipeline.slots:
             slot.close()
@@ -298,6 +575,27 @@ def _scalar_tensor(key: str, value: torch.Tensor) -> Any:
     # On an accelerator: detach and clone on its own device (an async kernel, no sync); the worker reads
     # all of a batch's device values in one transfer.
     return value.detach().clone()
+
+
+def _host_copy(x: Any) -> Any:
+    """A copy the caller cannot change any more. CPU: a clone. CUDA: an async copy into pinned memory, with an
+    event the worker waits on (the caller's thread does not block). Other devices: a blocking copy."""
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    tensor = x.detach()
+    if tensor.device.type == "cpu":
+        return tensor.clone()
+    if tensor.device.type == "cuda":
+        pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        pinned.copy_(tensor, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return (pinned, event)
+    return tensor.cpu()
+
+
+def _nbytes(x: Any) -> int:
+    return int(x.nbytes) if isinstance(x, np.ndarray) else x.numel() * x.element_size()
 
 
 # ---- closing open trackers at exit and on SIGTERM -----------------------------------------------------

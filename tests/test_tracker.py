@@ -153,7 +153,6 @@ def test_a_bad_record_does_not_kill_the_worker(runs_dir: Path, caplog: pytest.Lo
     with make(runs_dir) as tracker:
         tracker.log_metrics({"before": 1.0}, step=0)
         tracker.log_histogram("broken", np.array([1.0, 2.0]), step=0, bins=2)
-        tracker._pipeline.prepare_media = None
         # Corrupt a record after it passed the hot-path checks: the worker must skip it and go on.
         from opusclip_track.records import Histogram
 

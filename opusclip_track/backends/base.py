@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..records import Artifact, Histogram, Hparams, Media, Record, Scalars, Text
+from ..records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 
 if TYPE_CHECKING:
     from ..config import TrackingConfig
@@ -61,6 +61,9 @@ class Backend(ABC):
     def update_config(self, values: dict[str, Any]) -> None:
         """Add entries to the run's configuration (already redacted). Default: ignored."""
 
+    def rewind(self, step: int) -> None:
+        """A resumed run restarts at `step`: hide what was written at steps >= `step`. Default: ignored."""
+
     def flush(self) -> None:
         """Make what was written durable/visible. Called after every batch."""
 
@@ -84,6 +87,10 @@ class Backend(ABC):
                 self.log_hparams(record)
             elif isinstance(record, Artifact):
                 self.log_artifact(record)
+            elif isinstance(record, ConfigUpdate):
+                self.update_config(record.values)
+            elif isinstance(record, Rewind):
+                self.rewind(record.step)
         self.flush()
 
 

@@ -109,6 +109,19 @@ class TensorBoardBackend(Backend):
         for summary in hparams(params, metrics):
             self._file.write(self._Event(wall_time=record.wall_time, step=0, summary=summary))
 
+    def update_config(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            self.log_text(Text(f"config/{key}", _markdown_table(flatten(value) if isinstance(value, dict)
+                                                               else {key: value}), 0, time.time()))
+
+    def rewind(self, step: int) -> None:
+        # TensorBoard's own restart marker: readers drop earlier events at steps >= `step` (as
+        # SummaryWriter(purge_step=...) does), so a resumed run shows no duplicated or backwards steps.
+        from tensorboard.compat.proto.event_pb2 import SessionLog
+
+        self._file.write(self._Event(wall_time=time.time(), step=step,
+                                     session_log=SessionLog(status=SessionLog.START)))
+
     def log_media(self, record: Media) -> None:
         if record.kind == "table":
             self.log_text(Text(record.name, record.encoded["markdown"].decode(), record.step,
