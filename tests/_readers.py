@@ -6,8 +6,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from _wandb_reader import read_wandb_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from _wandb_reader import read_wandb_run
 
 
 def tensorboard_accumulator(run_dir: str | Path) -> EventAccumulator:

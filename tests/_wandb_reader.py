@@ -43,6 +43,13 @@ def _payloads(data: bytes) -> list[bytes]:
     return out
 
 
+def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
+    """Media values arrive as nested keys (["samples/video", "_type"]): rebuild the nested dict."""
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
 def read_wandb_run(run_dir: str | Path) -> dict[str, Any]:
     """History rows, config and artifacts of the (single) offline W&B run under `run_dir`.
 
@@ -64,10 +71,9 @@ def read_wandb_run(run_dir: str | Path) -> dict[str, Any]:
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            row = {}
+            row: dict[str, Any] = {}
             for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                row[key] = json.loads(item.value_json)
+                _set(row, [item.key] if item.key else list(item.nested_key), json.loads(item.value_json))
             history.append(row)
         elif kind == "run":
             run = record.run
@@ -78,7 +84,7 @@ def read_wandb_run(run_dir: str | Path) -> dict[str, Any]:
                 config[item.key] = json.loads(item.value_json)
         elif kind == "summary":
             for item in record.summary.update:
-                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+                _set(summary, [item.key] if item.key else list(item.nested_key), json.loads(item.value_json))
         elif kind == "artifact":
             artifacts.append(record.artifact)
     media = sorted(p for p in files[0].parent.joinpath("files").rglob("*") if p.is_file())

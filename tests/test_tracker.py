@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _readers import scalars, tensorboard_accumulator
 
+from _readers import scalars, tensorboard_accumulator
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend
 
