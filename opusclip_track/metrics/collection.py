@@ -93,8 +93,8 @@ def available_metrics(weights_dir: str | Path | None = None) -> dict[str, str | 
             status[metric] = f"{metric}: its module could not be imported ({err})"
             continue
         spec = get_weights_file(_WEIGHTS_KEY[metric])
-        if find_weights(spec, weights_dir) is None:
-            status[metric] = missing_message(spec, weights_dir, reason="no download was attempted")
+        found = find_weights(spec, weights_dir) is not None
+        status[metric] = None if found else missing_message(spec, weights_dir, reason="no download was attempted")
     return {name: status[name] for name in METRIC_NAMES}
 
 
