@@ -25,6 +25,7 @@ from .store import RunStore
 
 log = logging.getLogger("opusclip_track")
 
+MAX_ATTEMPTS = 5  # tries of one record by one backend before that backend gives it up
 MAX_RETRY_RECORDS = 100_000  # per backend; beyond this, the store alone keeps them (replay: `opusclip-track sync`)
 
 
@@ -96,42 +97,64 @@ def store_rows(records: Sequence[Record]) -> tuple[list[tuple[str, int, float, f
 # ---- backends, isolated ------------------------------------------------------------------------------
 @dataclass
 class BackendSlot:
-    """A backend plus its failure bookkeeping: error count, the first error, records awaiting a retry."""
+    """A backend plus its failure bookkeeping.
+
+    Records a backend fails on are kept and retried with the next batches (a service that was down comes
+    back); a record that still fails after `MAX_ATTEMPTS` tries is given up by this backend (it stays in the
+    local store, for `opusclip-track sync`). The first error is reported once, not once per record.
+    """
 
     backend: Backend
     started: bool = False
     errors: int = 0
+    given_up: int = 0
     last_error: str | None = None
     retry: list[Record] = field(default_factory=list)
+    attempts: dict[int, int] = field(default_factory=dict)
     reported: bool = False
 
     def write(self, records: list[Record]) -> None:
+        pending = self.retry + records
         try:
             if not self.started:
                 self.backend.start()
                 self.started = True
-            pending = self.retry + records
-            self.backend.write(pending)
-            if self.retry:
-                log.warning("backend %r recovered: wrote %d records it had missed", self.backend.name,
-                            len(self.retry))
-            self.retry = []
-        except Exception as exc:  # isolate: the store and the other backends go on
+            failures = self.backend.write(pending)
+        except Exception as exc:  # start or flush failed: the whole batch waits for the next try
+            failures = [(r, exc) for r in pending]
+        if self.retry and len(failures) < len(self.retry):
+            log.warning("backend %r recovered: wrote records it had missed", self.backend.name)
+        self._keep_for_retry(failures)
+
+    def _keep_for_retry(self, failures: list[tuple[Record, Exception]]) -> None:
+        self.retry = []
+        for record, exc in failures:
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            self.retry = (self.retry + records)[-MAX_RETRY_RECORDS:]
             if not self.reported:
                 self.reported = True
                 log.warning("backend %r failed (%s); its records stay in the local store, and it will be "
                             "retried on the next batch (reported once)", self.backend.name, self.last_error)
+            tries = self.attempts.get(id(record), 0) + 1
+            if tries >= MAX_ATTEMPTS or len(self.retry) >= MAX_RETRY_RECORDS:
+                if self.given_up == 0:
+                    log.warning("backend %r gave up a %s record after %d tries (%s); it is in the local store "
+                                "(later give-ups are counted in the run's meta)", self.backend.name,
+                                type(record).__name__, tries, self.last_error)
+                self.given_up += 1
+                self.attempts.pop(id(record), None)
+                continue
+            self.attempts[id(record)] = tries
+            self.retry.append(record)
+        live = {id(r) for r in self.retry}
+        self.attempts = {k: v for k, v in self.attempts.items() if k in live}
 
     def close(self) -> None:
         if not self.started:
             return
+        if self.retry:  # a last chance for what it missed
+            self._keep_for_retry(self.backend.write(self.retry))
         try:
-            if self.retry:  # a last chance for what it missed
-                self.backend.write(self.retry)
-                self.retry = []
             self.backend.close()
         except Exception as exc:
             self.errors += 1
@@ -181,9 +204,6 @@ class Pipeline:
                     continue
             elif isinstance(rec, Media):
                 if not self._guard(self.prepare_media, rec):
-                    continue
-            elif isinstance(rec, Artifact) and rec.ready is not None:
-                if not self._guard(lambda r: r.ready(), rec):
                     continue
             elif id(rec) in failed:
                 continue

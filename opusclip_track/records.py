@@ -7,7 +7,6 @@ and the wall time at which the caller logged it, so a backend that writes late s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,11 +81,7 @@ class Media:
 
 @dataclass(slots=True)
 class Artifact:
-    """A file to version in the backends that support it (W&B artifacts): checkpoints, tables, reports.
-
-    `ready`, when set, is called on the worker before any backend reads the file (an async checkpoint
-    write must have finished).
-    """
+    """A file to version in the backends that support it (W&B artifacts): checkpoints, tables, reports."""
 
     name: str
     path: Path
@@ -94,7 +89,6 @@ class Artifact:
     aliases: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     wall_time: float = 0.0
-    ready: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -35,9 +36,10 @@ import multiprocessing
 import os
 import pickle
 import re
+import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
@@ -695,7 +697,7 @@ class SweepResult:
         rows = [["*" if t.number == self.best_number else "", str(t.number), t.state, _fmt(t.value),
                  *(_fmt(t.params.get(n, "")) for n in names)] for t in self.trials]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -744,8 +746,7 @@ def _save_history_plot(study: optuna.Study, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "optimization_history.png"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _no_experimental_warnings():
         ax = optuna.visualization.matplotlib.plot_optimization_history(study)
     ax.figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(ax.figure)
@@ -768,6 +769,16 @@ class _Job:
     n_trials: int = 0
 
 
+@contextlib.contextmanager
+def _no_experimental_warnings() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning: the heartbeat API and plots carry it though long in use."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def _storage(job: _Job) -> optuna.storages.RDBStorage:
     import optuna
 
@@ -779,8 +790,37 @@ def _storage(job: _Job) -> optuna.storages.RDBStorage:
     # SQLite serialises writers; a long busy timeout lets worker processes queue instead of failing.
     engine = {"connect_args": {"timeout": 60}} if job.storage_url.startswith("sqlite") else None
     kwargs = {callback_arg: retry_cls(max_retry=3)}
-    return optuna.storages.RDBStorage(job.storage_url, engine_kwargs=engine,
-                                      heartbeat_interval=job.heartbeat_interval, **kwargs)
+    storage = optuna.storages.RDBStorage(_driver_url(job.storage_url), engine_kwargs=engine,
+                                         heartbeat_interval=job.heartbeat_interval, **kwargs)
+    if storage.engine.name == "sqlite":
+        _tune_sqlite(storage.engine)
+    return storage
+
+
+def _driver_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
+    import importlib.util
+
+    scheme, _, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def _tune_sqlite(engine: Any) -> None:
+    """WAL journal + `synchronous=NORMAL`: readers (the progress poll, other workers) no longer block the
+    writer, and a commit costs no fsync (WAL stays consistent on a crash; the last commits may be lost on
+    power failure, which the heartbeat/retry path already covers)."""
+    import sqlalchemy
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # pooled connections predate the listener
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
 
 
 def _sampler(job: _Job, n_existing: int) -> optuna.samplers.BaseSampler:
@@ -812,7 +852,9 @@ def _open_study(job: _Job) -> optuna.Study:
     """Create the study, or load it (resume) after checking it was run with the same config."""
     import optuna
 
-    study = optuna.create_study(storage=_storage(job), pruner=_pruner(job.config), study_name=job.config.name,
+    with _no_experimental_warnings():
+        storage = _storage(job)
+    study = optuna.create_study(storage=storage, pruner=_pruner(job.config), study_name=job.config.name,
                                 direction=job.config.goal, load_if_exists=True)
     _check_same_sweep(study, job)
     study.sampler = _sampler(job, len(study.get_trials(deepcopy=False)))
@@ -855,7 +897,7 @@ def _enqueue_grid_remainder(study: optuna.Study, config: SweepConfig) -> None:
              if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)}
     space = _grid_search_space(config)
     for grid_id, values in enumerate(_product(space)):
-        params = dict(zip(space, values))
+        params = dict(zip(space, values, strict=True))
         if _point(config, params) not in taken:
             study.enqueue_trial(params, user_attrs={"grid_point": grid_id})
 
@@ -908,14 +950,18 @@ class _OptunaObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         if self._fn is None:
             self._fn = _resolve_objective(self.job.objective)
+        # Where the trial ran: which worker of which machine (to find its logs).
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         return run_trial(self.job.config, self._fn, trial, track=self.job.track, tracking=self.job.tracking)
 
 
 def _optimize(study: optuna.Study, job: _Job, callbacks: Sequence[Callable[..., None]] = ()) -> None:
     # Exceptions are recorded as FAIL trials (the sweep goes on, like a W&B agent); their tracebacks
     # are logged by Optuna.
-    study.optimize(_OptunaObjective(job), n_trials=job.n_trials, catch=(Exception,),
-                   callbacks=[_StopWhenDone(job.config), *callbacks])
+    with _no_experimental_warnings():
+        study.optimize(_OptunaObjective(job), n_trials=job.n_trials, catch=(Exception,),
+                       callbacks=[_StopWhenDone(job.config), *callbacks])
 
 
 def _worker_main(job: _Job) -> None:
@@ -1043,7 +1089,8 @@ def _run_until_owed(study: optuna.Study, job: _Job, count: int | None, workers: 
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     failed_workers: list[int] = []
     while True:
-        fail_stale_trials(study)  # trials of killed workers -> FAIL -> re-queued with the same params
+        with _no_experimental_warnings():  # trials of killed workers -> FAIL -> re-queued, same params
+            fail_stale_trials(study)
         if job.config.method == "grid":
             _enqueue_grid_remainder(study, job.config)
         n = _owed(study, job.config, count, before, exclude_running=True)
@@ -1056,7 +1103,7 @@ def _run_until_owed(study: optuna.Study, job: _Job, count: int | None, workers: 
         time.sleep(job.heartbeat_interval)  # a dead worker's trial turns stale after the grace period
     if failed_workers:
         warnings.warn(f"sweep {job.config.name!r}: worker processes exited with codes {failed_workers}; "
-                      "their unfinished trials were re-queued", RuntimeWarning, stacklevel=3)
+                      "see their output above", RuntimeWarning, stacklevel=3)
 
 
 def _owed(study: optuna.Study, config: SweepConfig, count: int | None, before: set[int],

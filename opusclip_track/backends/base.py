@@ -71,27 +71,44 @@ class Backend(ABC):
     def close(self) -> None:
         """Flush and release everything. Called once."""
 
-    def write(self, records: Sequence[Record]) -> None:
-        """Route a batch to the hooks above, scalars grouped so a backend can write them together."""
+    def write(self, records: Sequence[Record]) -> list[tuple[Record, Exception]]:
+        """Route a batch to the hooks above; return the records that failed, with their errors.
+
+        Scalars go together (a backend writes them as one group); every other record alone, so one bad
+        record (a file that vanished, a value a service rejects) fails alone.
+        """
+        failures: list[tuple[Record, Exception]] = []
         scalars = [r for r in records if isinstance(r, Scalars)]
         if scalars:
-            self.log_scalars(scalars)
+            try:
+                self.log_scalars(scalars)
+            except Exception as exc:
+                failures += [(r, exc) for r in scalars]
         for record in records:
-            if isinstance(record, Text):
-                self.log_text(record)
-            elif isinstance(record, Histogram):
-                self.log_histogram(record)
-            elif isinstance(record, Media):
-                self.log_media(record)
-            elif isinstance(record, Hparams):
-                self.log_hparams(record)
-            elif isinstance(record, Artifact):
-                self.log_artifact(record)
-            elif isinstance(record, ConfigUpdate):
-                self.update_config(record.values)
-            elif isinstance(record, Rewind):
-                self.rewind(record.step)
+            if isinstance(record, Scalars):
+                continue
+            try:
+                self._route(record)
+            except Exception as exc:
+                failures.append((record, exc))
         self.flush()
+        return failures
+
+    def _route(self, record: Record) -> None:
+        if isinstance(record, Text):
+            self.log_text(record)
+        elif isinstance(record, Histogram):
+            self.log_histogram(record)
+        elif isinstance(record, Media):
+            self.log_media(record)
+        elif isinstance(record, Hparams):
+            self.log_hparams(record)
+        elif isinstance(record, Artifact):
+            self.log_artifact(record)
+        elif isinstance(record, ConfigUpdate):
+            self.update_config(record.values)
+        elif isinstance(record, Rewind):
+            self.rewind(record.step)
 
 
 def flatten(params: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:

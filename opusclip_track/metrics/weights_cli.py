@@ -1,0 +1,163 @@
+"""`opusclip-track weights list|download|verify`: see, fetch and check the learned metrics' weights files.
+
+`add_weights_parser(subparsers)` registers the commands on the main parser's subparsers; each sets
+`func`, a handler taking the parsed `argparse.Namespace` and returning the exit status.
+
+Example:
+    opusclip-track weights list
+    opusclip-track weights download inception alexnet            # into the torch hub cache
+    opusclip-track weights download --all --dest /shared/weights  # then OPUSCLIP_WEIGHTS_DIR=/shared/weights
+    opusclip-track weights verify --weights-dir /shared/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opusclip_track.metrics.weights import (
+    REGISTRY,
+    WeightsChecksumError,
+    WeightsFile,
+    download_weights,
+    find_weights,
+    missing_message,
+    search_dirs,
+    sha256_file,
+    verify_weights,
+)
+
+
+def add_weights_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `weights` command (with `list`, `download`, `verify`) to an argparse subparsers object.
+
+    Returns:
+        The `weights` parser.
+    """
+    parser = subparsers.add_parser("weights", help="list, download and verify pretrained weights (FID, IS, "
+                                   "LPIPS, FVD)", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="weights_command", required=True, metavar="{list,download,verify}")
+
+    listing = commands.add_parser("list", help="the known files, what uses them and where they are")
+    _add_weights_dir(listing)
+    listing.set_defaults(func=run_list)
+
+    download = commands.add_parser("download", help="download files (verified against their checksums)")
+    _add_keys(download)
+    download.add_argument("--dest", type=Path, default=None,
+                          help="target directory (default: --weights-dir if given, else the torch hub cache)")
+    download.add_argument("--mirror", default=None,
+                          help="base URL holding the files under their file names, instead of the canonical URLs")
+    download.add_argument("--force", action="store_true", help="download even when the file is already present")
+    _add_weights_dir(download)
+    download.set_defaults(func=run_download)
+
+    verify = commands.add_parser("verify", help="check files on disk against the registry's checksums")
+    _add_keys(verify)
+    _add_weights_dir(verify)
+    verify.set_defaults(func=run_verify)
+    return parser
+
+
+def _add_weights_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="directory searched first (then $OPUSCLIP_WEIGHTS_DIR, then the torch hub cache)")
+
+
+def _add_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("keys", nargs="*", metavar="KEY", help=f"files to act on, among {', '.join(REGISTRY)}")
+    parser.add_argument("--all", action="store_true", help="act on every known file")
+
+
+def _selected(args: argparse.Namespace) -> list[WeightsFile] | None:
+    """The registry entries named on the command line; None (after printing why) when the choice is bad."""
+    unknown = [k for k in args.keys if k not in REGISTRY]
+    if unknown:
+        print(f"keys: expected among {', '.join(REGISTRY)}, received {', '.join(unknown)}", file=sys.stderr)
+        return None
+    if args.all or not args.keys:
+        if not args.all and args.weights_command == "download":
+            print("keys: expected one or more of " + ", ".join(REGISTRY) + " or --all, received none",
+                  file=sys.stderr)
+            return None
+        return list(REGISTRY.values())
+    return [REGISTRY[k] for k in dict.fromkeys(args.keys)]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print each known file: key, file name, users, where it was found (or MISSING), URL and checksum."""
+    print("search order: " + " -> ".join(str(d) for d in search_dirs(args.weights_dir)))
+    for spec in REGISTRY.values():
+        path = find_weights(spec, args.weights_dir)
+        checksum = spec.sha256 or (f"{spec.hash_prefix}..." if spec.hash_prefix else "none published")
+        size = f"{spec.size_mb:.0f} MB" if spec.size_mb else "size unknown"
+        print(f"{spec.key:<10} {spec.filename}  ({', '.join(spec.used_by)}; {size})\n"
+              f"           {'found: ' + str(path) if path else 'MISSING'}\n"
+              f"           url: {spec.url}\n           sha256: {checksum}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Download the selected files that are not present yet; 1 if any failed or did not verify."""
+    specs = _selected(args)
+    if specs is None:
+        return 2
+    dest = args.dest if args.dest is not None else args.weights_dir
+    status = 0
+    for spec in specs:
+        present = find_weights(spec, args.weights_dir)
+        if present is not None and not args.force:
+            print(f"{spec.key}: already present at {present}")
+            continue
+        url = f"{args.mirror.rstrip('/')}/{spec.filename}" if args.mirror else None
+        try:
+            path = download_weights(spec, dest, url=url, progress=sys.stderr.isatty())
+        except WeightsChecksumError as err:
+            print(f"{spec.key}: {err}", file=sys.stderr)
+            status = 1
+        except (urllib.error.URLError, OSError) as err:
+            print(f"{spec.key}: " + missing_message(spec, args.weights_dir, reason=f"download failed: {err}"),
+                  file=sys.stderr)
+            status = 1
+        else:
+            print(f"{spec.key}: downloaded to {path}")
+    return status
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Hash the selected files found on disk; 1 on a mismatch or when a file named explicitly is missing."""
+    specs = _selected(args)
+    if specs is None:
+        return 2
+    status = 0
+    for spec in specs:
+        path = find_weights(spec, args.weights_dir)
+        if path is None:
+            print(f"{spec.key}: MISSING ({spec.filename})")
+            status = 1 if args.keys else status
+            continue
+        try:
+            digest = verify_weights(spec, path)
+        except WeightsChecksumError as err:
+            print(f"{spec.key}: MISMATCH: {err}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{spec.key}: OK {path}" if digest else f"{spec.key}: present at {path}, sha256 "
+              f"{sha256_file(path)} (no published checksum to verify against)")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `weights` commands standalone (`python -m opusclip_track.metrics.weights_cli list`)."""
+    parser = argparse.ArgumentParser(prog="opusclip-track")
+    add_weights_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["weights", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
