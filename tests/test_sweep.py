@@ -19,8 +19,8 @@ from typing import Any
 
 import optuna
 import pytest
-from _postgres import postgres_server
 
+from _postgres import postgres_server
 from opusclip_track.sweep import SweepConfig, SweepResult, TrialContext, run_sweep, run_wandb_sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -320,9 +320,9 @@ def test_postgres_server_is_the_shared_storage_of_two_workers(postgres_url: str,
 
 # ---- tracked trials and the W&B engine ----------------------------------------------------------------
 def test_each_trial_is_a_tracked_run_with_hparams_and_reported_values(tmp_path: Path) -> None:
-    from _readers import tensorboard_accumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
+    from _readers import tensorboard_accumulator
     from opusclip_track.store import RunStore
 
     def objective(params: dict[str, Any], trial: TrialContext) -> float:
