@@ -133,8 +133,8 @@ class _NvmlProbe:
         self._handles = {i: visible[i] for i in wanted if i < len(visible)}
         if not self._handles:
             self.close()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            return f"no GPU visible to this process (CUDA_VISIBLE_DEVICES={visible!r})"
+            env = os.environ.get("CUDA_VISIBLE_DEVICES")
+            return f"no GPU visible to this process (CUDA_VISIBLE_DEVICES={env!r})"
         return None
 
     def _visible_handles(self) -> list[Any]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _readers import tensorboard_accumulator
 from torch import nn
 
+from _readers import tensorboard_accumulator
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.diagnostics import (
     ModelWatcher,

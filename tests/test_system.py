@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _readers import tensorboard_scalars
 
+from _readers import tensorboard_scalars
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.system import SystemMonitor, ThroughputMeter, _NvmlProbe, _parse_visible_devices
 
