@@ -185,6 +185,8 @@ class Pipeline:
         for rec in records:
             if isinstance(rec, Rewind):  # the tracker sends it alone, between two flushes
                 self.store.rewind(rec.step)
+            elif isinstance(rec, ConfigUpdate):
+                self.store.update_config(rec.values)
         scalars, events = store_rows(records)
         self.store.write(scalars, events)
         for slot in self.slots:

@@ -98,6 +98,12 @@ class RunStore:
                     "INSERT INTO events (kind, name, step, wall_time, data, path) VALUES (?, ?, ?, ?, ?, ?)",
                     [(k, n, s, w, json.dumps(d, default=str), p) for k, n, s, w, d, p in events])
 
+    def update_config(self, values: dict[str, Any]) -> None:
+        """Merge entries into the stored run configuration."""
+        config = self.config()
+        config.update(values)
+        self.set_meta({"config": config})
+
     def rewind(self, step: int) -> None:
         """A resumed run restarts at `step`: move scalars at steps >= `step` to `superseded_scalars`, so the
         history stays one increasing series and nothing logged is deleted."""
