@@ -539,13 +539,16 @@ class TrialContext:
         self._trial = optuna_trial
         self._wandb_run = wandb_run
 
-    def report(self, value: float, step: int) -> None:
-        """Record an intermediate metric value at `step`; raises `optuna.TrialPruned` if pruned."""
+    def report(self, value: float, step: int, *, log: bool = True) -> None:
+        """Record an intermediate metric value at `step`; raises `optuna.TrialPruned` if pruned.
+
+        `log=False` skips the tracker (the value was logged there already, see `reporting_tracker`).
+        """
         if not _is_int(step) or step < 0:
             raise _error("step", "a non-negative integer", step)
         value = float(value)
         self.last_value = value
-        if self.tracker is not None:
+        if self.tracker is not None and log:
             self.tracker.log_metrics({self.metric_name: value}, step=step)
         if self._wandb_run is not None:
             self._wandb_run.log({self.metric_name: value}, step=step)
@@ -559,6 +562,32 @@ class TrialContext:
     def should_prune(self) -> bool:
         """True when the pruner would stop this trial now (always False on the W&B engine)."""
         return bool(self._trial is not None and self._trial.should_prune())
+
+    def reporting_tracker(self) -> Any:
+        """The trial's tracker, wrapped so that each `log_metrics` holding the sweep metric also reports it.
+
+        Hand it to a training loop that logs the metric itself (`models.training.train` logs `val/loss` at
+        every evaluation): hyperband then sees every evaluation and can stop the loop (`optuna.TrialPruned`
+        propagates out of `log_metrics`). Every other attribute is the tracker's own.
+        """
+        if self.tracker is None:
+            raise RuntimeError("reporting_tracker: this trial has no tracker (run_sweep(..., track=False))")
+        return _ReportingTracker(self)
+
+
+class _ReportingTracker:
+    def __init__(self, trial: TrialContext) -> None:
+        self._trial = trial
+        self._tracker = trial.tracker
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self._tracker.log_metrics(metrics, step=step)
+        name = self._trial.metric_name
+        if name in metrics:
+            self._trial.report(float(metrics[name]), self._tracker.step if step is None else step, log=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracker, name)
 
 
 class Objective(Protocol):
@@ -1144,31 +1173,51 @@ def _require_wandb_online() -> None:
 
 
 class _WandbTrial:
-    """The function `wandb.agent` calls: one W&B run per trial, the objective fed from `wandb.config`."""
+    """The function `wandb.agent` calls: one W&B run per trial, the objective fed from `wandb.config`.
 
-    def __init__(self, config: SweepConfig, objective: Objective) -> None:
+    The trial also gets a tracker (TensorBoard + local store; W&B off, the agent's run is the W&B side),
+    so objectives written for `run_sweep` run unchanged.
+    """
+
+    def __init__(self, config: SweepConfig, objective: Objective, tracking: Mapping[str, Any]) -> None:
         self.config = config
         self.objective = objective
+        self.tracking = tracking
         self.number = 0
 
     def __call__(self) -> None:
         import wandb
 
-        with wandb.init(group=self.config.name) as run:
+        from .config import TrackingConfig
+        from .tracker import AdvancedExperimentTracker
+
+        name, metric = self.config.name, self.config.metric_name
+        with wandb.init(group=name) as run:
             params = dict(run.config)
-            ctx = TrialContext(self.number, self.config.name, params, self.config.metric_name, wandb_run=run)
-            self.number += 1
-            value = _finite(self.objective(params, ctx), self.config.metric_name)
-            run.summary[self.config.metric_name] = value
+            settings = {"experiment_name": name, "group": name, "run_name": f"{name}-{run.id}",
+                        **self.tracking, "use_wandb": False}
+            with AdvancedExperimentTracker(TrackingConfig(**settings)) as tracker:
+                ctx = TrialContext(self.number, name, params, metric, tracker=tracker, wandb_run=run)
+                self.number += 1
+                value = _finite(self.objective(params, ctx), metric)
+                tracker.log_hyperparameters(params, metrics={metric: value})
+            run.summary[metric] = value
 
 
 def run_wandb_sweep(config: SweepConfig | Mapping[str, Any] | str | os.PathLike[str], objective: Objective | str,
-                    *, count: int | None = None, project: str | None = None,
-                    entity: str | None = None) -> str:
+                    *, count: int | None = None, project: str | None = None, entity: str | None = None,
+                    tracking: Mapping[str, Any] | None = None) -> str:
     """Create a sweep on the W&B server with the config unchanged and run an agent on it.
 
     Needs W&B online (an API key); hyperband early termination is done by the W&B server, which stops the
     run. Other machines join with `wandb agent <entity>/<project>/<sweep_id>`.
+
+    Args:
+        config: A `SweepConfig`, a W&B sweep dict, or a YAML file path.
+        objective: `objective(params, trial_context) -> float`, or a `"module:function"` string.
+        count: Runs this agent performs (None: until the sweep ends).
+        project, entity: Where W&B creates the sweep.
+        tracking: Extra `TrackingConfig` fields for each trial's local tracker (default `log_dir="runs"`).
 
     Returns:
         The W&B sweep id.
@@ -1182,7 +1231,8 @@ def run_wandb_sweep(config: SweepConfig | Mapping[str, Any] | str | os.PathLike[
 
     fn = _resolve_objective(_check_objective(objective, 1))
     sweep_id: str = wandb.sweep(cfg.to_dict(), project=project, entity=entity)
-    wandb.agent(sweep_id, function=_WandbTrial(cfg, fn), count=count, project=project, entity=entity)
+    wandb.agent(sweep_id, function=_WandbTrial(cfg, fn, dict(tracking or {})), count=count, project=project,
+                entity=entity)
     return sweep_id
 
 

@@ -328,7 +328,8 @@ def test_each_trial_is_a_tracked_run_with_hparams_and_reported_values(tmp_path: 
     def objective(params: dict[str, Any], trial: TrialContext) -> float:
         for step in (1, 2, 3):
             trial.report(params["lr"] * 10 / step, step)
-        trial.tracker.log_metrics({"train/extra": 1.0}, step=3)
+        # a training loop that logs the metric itself reports it through the wrapped tracker
+        trial.reporting_tracker().log_metrics({"train/extra": 1.0, "val/loss": params["lr"] * 2}, step=4)
         return params["lr"]
 
     result = run_sweep(grid("tr", lr=[0.001, 0.01]), objective, root=tmp_path,
@@ -338,8 +339,9 @@ def test_each_trial_is_a_tracked_run_with_hparams_and_reported_values(tmp_path: 
         run_dir = tmp_path / "tr" / str(trial.run_name)
         store = RunStore(run_dir)
         lr = trial.params["lr"]
-        assert [v for _, _, v in store.history("val/loss")][:3] == pytest.approx([lr * 10, lr * 5, lr * 10 / 3])
-        assert store.history("val/loss")[-1][2] == pytest.approx(lr)  # the final metric beside the hparams
+        assert [v for _, _, v in store.history("val/loss")] == pytest.approx(
+            [lr * 10, lr * 5, lr * 10 / 3, lr * 2, lr])  # reported, logged by the loop, final beside hparams
+        assert trial.steps == 4  # the pruner saw the loop's value too
         assert store.meta()["group"] == "tr" and "train/extra" in store.keys()
         acc = tensorboard_accumulator(run_dir)
         content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
