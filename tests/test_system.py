@@ -187,23 +187,23 @@ def test_throughput_bad_input() -> None:
 
 
 # ---- with the real tracker -----------------------------------------------------------------------------------
-def test_monitor_samples_land_in_tensorboard_and_the_store(runs_dir: Path) -> None:
-    config = TrackingConfig(experiment_name="sys", log_dir=str(runs_dir), use_wandb=False)
+def test_tracker_monitor_samples_land_in_tensorboard_and_the_store(runs_dir: Path) -> None:
+    config = TrackingConfig(experiment_name="sys", log_dir=str(runs_dir), use_wandb=False,
+                            system_monitor_interval_s=0.1)
     with AdvancedExperimentTracker(config) as tracker:
-        # Samples go to the current training step: the monitor must not advance the step counter.
-        monitor = SystemMonitor(lambda s: tracker.log_metrics(s, step=max(tracker.step, 0)), interval_s=0.1)
-        monitor.start()
         for step in range(6):
             tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
             time.sleep(0.1)
-        monitor.stop()
-        tracker.log_metrics(monitor.sample(), step=tracker.step)  # an on-demand snapshot, as a user logs it
+        snapshot = tracker.log_performance_metrics()
+    _assert_plausible(snapshot)
     board = tensorboard_scalars(tracker.run_dir)
     store = RunStore(tracker.run_dir)
+    # Samples go to the current training step: the monitor never advances the step counter.
     assert [s for s, _ in board["train/loss"]] == list(range(6)) and tracker.step == 5
     for key in HOST_KEYS:
-        assert key in board and key in store.keys()
         history = store.history(key)
         assert len(history) >= 3 and all(0 <= s <= 5 for s, _, _ in history)
         assert [v for _, v in board[key]] == pytest.approx([v for _, _, v in history], rel=1e-6)
+    rss = snapshot["sys/process_rss_gb"]  # the snapshot is logged too (the sampler may add one after it)
+    assert (5, pytest.approx(rss, rel=1e-6)) in [(s, v) for s, _, v in store.history("sys/process_rss_gb")]
     assert all(v > 0 for _, v in board["sys/process_rss_gb"])
