@@ -25,6 +25,7 @@ PROG = "opusclip-track"
 # (module, function(subparsers)) of subcommands written elsewhere; skipped while the module does not exist.
 _EXTERNAL_SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("opusclip_track.metrics.weights_cli", "add_weights_parser"),
+    ("opusclip_track.runs_cli", "add_runs_parser"),
 )
 # Errors a user can fix (bad paths, unpaired or unreadable files, missing weights): a message, not a traceback.
 _USER_ERRORS = (ValueError, OSError)
