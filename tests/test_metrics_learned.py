@@ -1,0 +1,239 @@
+"""LPIPS, FID, IS and FVD end to end with randomly initialised networks of the real architectures.
+
+The pretrained files cannot be downloaded here, so each test writes a random-init network of the real
+architecture under the real file name with the real key names (torchvision AlexNet; torch-fidelity's
+Inception-v3; a scripted I3D with the FVD detector's call signature), and the metrics load it through the
+weights resolver like the real file. BatchNorm statistics are calibrated on one batch so activations stay
+O(1) (a random network with unit running variances blows up or vanishes with depth). What these tests
+cannot check is the published numbers of the pretrained networks.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from opusclip_track.metrics import weights
+from opusclip_track.metrics._i3d import InceptionI3d
+from opusclip_track.metrics.fid import FID, InceptionScore, _inception_score, fid, inception_score
+from opusclip_track.metrics.fvd import FVD, fvd
+from opusclip_track.metrics.lpips import LPIPS, lpips, lpips_per_frame
+from opusclip_track.metrics.weights import MissingWeightsError
+
+CPU = "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No downloads, an empty private hub cache, no weights directory from the environment."""
+    monkeypatch.setenv(weights.ENV_OFFLINE, "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv(weights.ENV_WEIGHTS_DIR, raising=False)
+
+
+@pytest.fixture(scope="module")
+def weights_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+def _calibrate_batchnorm(model: nn.Module, *inputs: object) -> None:
+    """Set every BatchNorm's running statistics to those of one forward pass."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: after one batch, exactly its statistics
+    model.train()
+    with torch.no_grad():
+        model(*inputs)
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def alexnet_dir(weights_root: Path) -> Path:
+    torch.manual_seed(1)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights_root / "alexnet-owt-7be5be79.pth")
+    return weights_root
+
+
+@pytest.fixture(scope="module")
+def inception_dir(weights_root: Path) -> Path:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.manual_seed(2)
+    # torchvision's Inception-v3 without the aux head has torch-fidelity's module names; the real file has a
+    # 1008-class fc. torch-fidelity loads it strictly, so a key-name mismatch would fail right here.
+    state = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True).state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.02, torch.zeros(1008)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+    _calibrate_batchnorm(model, _videos(1, 2, seed=9).flatten(0, 1).mul(255).round().to(torch.uint8))
+    torch.save(model.state_dict(), weights_root / "weights-inception-2015-12-05-6726825d.pth")
+    return weights_root
+
+
+@pytest.fixture(scope="module")
+def i3d_dir(weights_root: Path) -> Path:
+    torch.manual_seed(3)
+    model = InceptionI3d()
+    _calibrate_batchnorm(model, _videos(2, 16, size=64, seed=8).permute(0, 2, 1, 3, 4) * 2 - 1)
+    torch.jit.script(model).save(str(weights_root / "i3d_torchscript.pt"))
+    return weights_root
+
+
+def _videos(batch: int, frames: int, *, size: int = 64, seed: int = 0) -> Tensor:
+    """Smooth random videos in [0, 1], `(B, T, 3, H, W)`: upsampled noise, like blurry natural content."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch * frames, 3, size // 8, size // 8, generator=gen)
+    fine = nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return fine.view(batch, frames, 3, size, size)
+
+
+def _noisy(videos: Tensor, sigma: float, seed: int = 5) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (videos + sigma * torch.randn(videos.shape, generator=gen)).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------- LPIPS
+
+
+def test_lpips_is_zero_for_identical_videos_and_grows_with_noise(alexnet_dir: Path) -> None:
+    videos = _videos(2, 3)
+    kwargs = {"weights_dir": alexnet_dir, "device": CPU}
+    assert float(lpips(videos, videos, **kwargs)) == 0.0
+    small, large = (float(lpips(_noisy(videos, s), videos, **kwargs)) for s in (0.03, 0.3))
+    assert 0.0 < small < large
+
+
+def test_lpips_equals_the_lpips_package_with_the_same_backbone(alexnet_dir: Path) -> None:
+    import lpips as lpips_package
+
+    # Reference: the package's own network, its AlexNet slices copied module by module from a torchvision
+    # AlexNet that loaded the file; checks our key renaming and the [0, 1] -> [-1, 1] mapping.
+    torchvision_alexnet = torchvision.models.alexnet(weights=None)
+    torchvision_alexnet.load_state_dict(torch.load(alexnet_dir / "alexnet-owt-7be5be79.pth", weights_only=True))
+    with pytest.warns(UserWarning):  # torchvision's deprecation of the `pretrained=` lpips passes
+        reference = lpips_package.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
+    for slice_module in reference.net.children():
+        for index, layer in slice_module.named_children():
+            layer.load_state_dict(torchvision_alexnet.features[int(index)].state_dict())
+    gen, ref = _noisy(_videos(1, 3, seed=1), 0.1), _videos(1, 3, seed=1)
+    with torch.no_grad():
+        expected = reference(gen[0] * 2 - 1, ref[0] * 2 - 1).flatten().double()
+    ours = lpips_per_frame(gen, ref, weights_dir=alexnet_dir, device=CPU)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_lpips_streaming_equals_one_shot_and_value_range_is_honoured(alexnet_dir: Path) -> None:
+    ref = _videos(3, 2, seed=2)
+    gen = _noisy(ref, 0.1)
+    expected = lpips(gen, ref, weights_dir=alexnet_dir, device=CPU)
+    metric = LPIPS(weights_dir=alexnet_dir, device=CPU, value_range=(-1.0, 1.0))
+    assert metric.higher_is_better is False
+    metric.update(gen[:1] * 2 - 1, ref[:1] * 2 - 1)
+    metric.update(gen[1:] * 2 - 1, ref[1:] * 2 - 1)
+    torch.testing.assert_close(metric.compute(), expected, rtol=1e-6, atol=1e-9)
+    assert metric.compute_curve().shape == (2,)
+
+
+def test_lpips_without_backbone_file_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(MissingWeightsError, match="vgg16-397923af.pth") as info:
+        LPIPS(net="vgg", weights_dir=tmp_path, device=CPU)
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in str(info.value)
+    with pytest.raises(ValueError, match="net: expected one of \\['alex', 'vgg'\\], received 'squeeze'"):
+        lpips(_videos(1, 1), _videos(1, 1), net="squeeze", weights_dir=tmp_path)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------- FID/IS
+
+
+def test_fid_zero_for_identical_sets_positive_for_different_and_streaming_equals_one_shot(
+        inception_dir: Path) -> None:
+    ref, gen = _videos(2, 1, seed=3), _videos(2, 1, seed=4)  # two frames per set: the Inception is slow on CPU
+    kwargs = {"weights_dir": inception_dir, "device": CPU}
+    different = float(fid(gen, ref, **kwargs))
+    assert different > 0.0
+    metric = FID(reset_real_features=False, **kwargs)
+    assert metric.higher_is_better is False
+    metric.update(reference=ref[:1])
+    metric.update(reference=ref[1])  # a single (T, C, H, W) clip
+    metric.update(generated=gen)
+    assert float(metric.compute()) == pytest.approx(different, rel=1e-6)
+    metric.reset()  # the reference statistics stay
+    metric.update(generated=(ref * 255).round().to(torch.uint8))  # uint8 frames equal to the float ones
+    assert abs(float(metric.compute())) < 1e-6 * different
+    with pytest.raises(ValueError, match="feature: expected one of 64, 192, 768, 2048, received 1000"):
+        FID(feature=1000, **kwargs)  # type: ignore[arg-type]
+
+
+def test_inception_score_math_matches_torch_fidelity() -> None:
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    logits = torch.randn(60, 1008, generator=torch.Generator().manual_seed(0)) * 3
+    mean, std = _inception_score(logits, 10)
+    expected = isc_features_to_metric(logits, splits=10)
+    assert float(mean) == pytest.approx(expected["inception_score_mean"], rel=1e-10)
+    assert float(std) == pytest.approx(expected["inception_score_std"], rel=1e-8)
+
+
+def test_inception_score_end_to_end_and_streaming(inception_dir: Path) -> None:
+    videos = _videos(2, 1, seed=7)
+    kwargs = {"weights_dir": inception_dir, "device": CPU}
+    mean, std = inception_score(videos, splits=2, **kwargs)
+    assert float(mean) >= 1.0 and float(std) >= 0.0
+    metric = InceptionScore(splits=2, **kwargs)
+    assert metric.higher_is_better is True
+    metric.update(videos[0])
+    metric.update(videos[1:])
+    streamed = metric.compute()
+    assert float(streamed[0]) == pytest.approx(float(mean), rel=1e-6)
+    with pytest.raises(ValueError, match="expected at least splits=10 frames .* received 2"):
+        inception_score(videos, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------- FVD
+
+
+def test_fvd_is_zero_for_identical_sets_at_standard_resolution(i3d_dir: Path) -> None:
+    videos = _videos(2, 16, size=32, seed=10)  # resized to 224x224 inside, 16 frames, batch 2
+    metric = FVD(weights_dir=i3d_dir, device=CPU)
+    assert metric.higher_is_better is False and metric.resolution == 224
+    metric.update(generated=videos, reference=videos)
+    mean_square_norm = float(metric.ref_outer.trace() / metric.ref_count)  # the scale of the features
+    assert mean_square_norm > 0.0
+    assert abs(float(metric.compute())) < 1e-6 * mean_square_norm
+
+
+def test_fvd_streaming_equals_one_shot(i3d_dir: Path) -> None:
+    ref, gen = _videos(2, 16, size=32, seed=11), _videos(2, 16, size=32, seed=12)
+    kwargs = {"weights_dir": i3d_dir, "device": CPU, "resolution": 64}
+    expected = float(fvd(gen, ref, **kwargs))
+    assert expected > 0.0
+    metric = FVD(**kwargs)
+    for clip in ref:
+        metric.update(reference=clip)
+    metric.update(generated=gen)
+    # Clip by clip vs two at a time, the float32 convolutions round differently (~1e-6 in the features).
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_fvd_clip_rules(i3d_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"generated: expected videos of at least 16 frames .*T=15"):
+        fvd(_videos(2, 15), _videos(2, 16), weights_dir=i3d_dir, device=CPU)
+    split = FVD(clips="split", weights_dir=i3d_dir, device=CPU, resolution=32)
+    split.update(generated=_videos(1, 40, size=32))  # two 16-frame windows; the last 8 frames are dropped
+    assert int(split.gen_count) == 2
+    with pytest.raises(ValueError, match="clips: expected 'first' or 'split', received 'all'"):
+        FVD(clips="all", weights_dir=i3d_dir)  # type: ignore[arg-type]
+
+
+def test_fvd_without_detector_file_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(MissingWeightsError, match="i3d_torchscript.pt") as info:
+        fvd(_videos(2, 16), _videos(2, 16), weights_dir=tmp_path, device=CPU)
+    assert "dropbox.com/s/ge9e5ujwgetktms" in str(info.value) and str(tmp_path) in str(info.value)
