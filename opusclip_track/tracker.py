@@ -164,11 +164,13 @@ class AdvancedExperimentTracker:
         if not isinstance(metrics, Mapping):
             raise TypeError(f"metrics: expected a dict of name -> number, received {type(metrics).__name__}")
         values = dict(metrics)  # the caller may reuse its dict
-        known = self._known_keys
+        # Fast path, all in C: every key already validated once and every value a plain number.
+        if values.keys() <= self._known_keys and set(map(type, values.values())) <= _PLAIN_NUMBERS:
+            return values
         for key, value in values.items():
-            if key not in known:
+            if key not in self._known_keys:
                 _check_key(key, "metrics")
-                known.add(key)
+                self._known_keys.add(key)
             if type(value) in _PLAIN_NUMBERS:
                 continue
             if isinstance(value, torch.Tensor):
