@@ -77,6 +77,8 @@ class Block(nn.Module):
 class TransformerModel(FramePredictor):
     """Patch tokens of the context + learned query tokens for the future -> pixels. See module doc."""
 
+    config: TransformerConfig
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         _check_config(config, downsampling=config.patch_size)
@@ -94,8 +96,8 @@ class TransformerModel(FramePredictor):
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.channels * p * p)
         # Start from "nothing moves" (residual) or mid-grey: a zero head gives logits of exactly 0.
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for param in self.head.parameters():
+            nn.init.zeros_(param)
 
     def _patchify(self, frames: Tensor) -> Tensor:
         b, t, c, h, w = frames.shape

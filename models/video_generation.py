@@ -171,6 +171,8 @@ class Up(nn.Module):
 class VideoGenerationModel(FramePredictor):
     """Conv U-Net over context frames stacked as channels -> all future frames at once. See module doc."""
 
+    config: VideoGenerationConfig
+
     def __init__(self, config: VideoGenerationConfig) -> None:
         super().__init__()
         _check_config(config, downsampling=8)
@@ -187,8 +189,8 @@ class VideoGenerationModel(FramePredictor):
         self.head_norm = nn.GroupNorm(8, w)
         self.head = nn.Conv2d(w, 4 * config.future_frames * config.channels, 3, padding=1)
         # Start from "nothing moves" (residual) or mid-grey: a zero head gives logits of exactly 0.
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for param in self.head.parameters():
+            nn.init.zeros_(param)
 
     def _predict_logits(self, context: Tensor) -> Tensor:
         b, t, c, h, w = context.shape

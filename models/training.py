@@ -1,0 +1,446 @@
+"""The training and evaluation recipe the scripts share: AdamW, warmup + cosine, clipping, AMP, eval, samples.
+
+`train` runs a frame-prediction model (see `models.build_model`) on clips of `context_frames + future_frames`
+frames and records everything through an `AdvancedExperimentTracker`: the step losses, gradient norms and
+learning rate; periodic evaluations with the video metrics; sample clips (generated above ground truth);
+checkpoints (the tracker's manager keeps the latest and the best); and it resumes from the latest checkpoint.
+
+Example:
+    >>> from models import build_model
+    >>> from models.training import TrainConfig, train
+    >>> cfg = TrainConfig(model="transformer", max_steps=300)
+    >>> with AdvancedExperimentTracker(TrackingConfig(experiment_name="demo")) as tracker:  # doctest: +SKIP
+    ...     results = train(build_model_for(cfg), cfg, tracker)   # {"val/loss": ..., "video/psnr": ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from models import FramePredictor, ModelName, build_model
+from opusclip_track.checkpoint import CheckpointNotFoundError
+from opusclip_track.data import Background, SyntheticVideoDataset
+from opusclip_track.metrics import MetricName, VideoMetrics, available_metrics
+from opusclip_track.metrics.collection import check_metric_names
+from opusclip_track.tracker import AdvancedExperimentTracker
+
+FVD_FRAMES = 16  # FVD's I3D is defined on 16-frame clips
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; scripts expose these as command-line flags.
+
+    A step is one optimiser update on `batch_size` clips; an epoch is one pass over the training clips.
+    """
+
+    model: ModelName = "video_generation"
+    model_options: dict[str, Any] = field(default_factory=dict)  # extra config fields, e.g. {"width": 48}
+    # data: synthetic bouncing shapes unless `train(..., train_data=...)` is given
+    context_frames: int = 4
+    future_frames: int = 12
+    image_size: int = 64
+    background: Background = "none"
+    train_clips: int = 2048
+    val_clips: int = 64
+    num_workers: int = 0
+    # optimisation
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many steps, even mid-epoch
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05  # the cosine ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max total gradient norm; 0 disables clipping (the norm is still logged)
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # mixed precision on CUDA (bfloat16, else float16 with loss scaling); ignored on CPU
+    # tracking
+    log_every: int = 10
+    eval_every: int = 200  # evaluations also run before the first step and after the last
+    sample_clips: int = 4
+    sample_fps: float = 8.0
+    metrics: tuple[MetricName, ...] = ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")
+    weights_dir: str | None = None  # searched first for LPIPS/FID/FVD weights
+    resume: bool = False  # continue from the tracker's latest checkpoint of this run
+
+    def __post_init__(self) -> None:
+        positive = ("context_frames", "future_frames", "image_size", "train_clips", "val_clips", "epochs",
+                    "batch_size", "log_every", "eval_every")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name}: expected an int >= 1, received {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"TrainConfig.max_steps: expected None or an int >= 1, "
+                             f"received {self.max_steps!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "sample_clips"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"TrainConfig.{name}: expected a number >= 0, received {value!r}")
+        self.metrics = check_metric_names(self.metrics, name="TrainConfig.metrics")
+
+    @property
+    def clip_frames(self) -> int:
+        return self.context_frames + self.future_frames
+
+
+def build_model_for(cfg: TrainConfig) -> FramePredictor:
+    """The model `cfg` names, with its frame counts and size and `cfg.model_options`, initialised from
+    `cfg.seed` (the same config always starts from the same weights)."""
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg.model, context_frames=cfg.context_frames, future_frames=cfg.future_frames,
+                       image_size=cfg.image_size, **cfg.model_options)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(model: FramePredictor, loader: DataLoader[Tensor] | list[Tensor], *,
+             metrics: tuple[MetricName, ...] = ("psnr", "ssim"), device: str | torch.device | None = None,
+             weights_dir: str | None = None, amp: bool = False) -> dict[str, float]:
+    """Predict the future of every clip in `loader` and score it against the real future.
+
+    PSNR, SSIM, LPIPS, flicker and FID compare the predicted frames with the true future frames; FVD, defined
+    on 16-frame clips, compares context + prediction with the whole clip (the usual video-prediction
+    protocol, as on BAIR) and needs `context_frames + future_frames >= 16`.
+
+    Args:
+        model: A `FramePredictor`; its mode is restored afterwards.
+        loader: Batches `(B, T, C, H, W)` in [0, 1] with T >= context_frames + future_frames.
+        metrics: Video metrics to compute (learned ones need their weights, see `available_metrics`).
+        device: Where to run; default: where the model's parameters are.
+        weights_dir: Searched first for pretrained weights.
+        amp: Autocast the model on CUDA.
+
+    Returns:
+        `{"val/loss": mean squared error, "video/psnr": ..., ...}`.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    t_ctx, t_future = model.config.context_frames, model.config.future_frames
+    frame_names = tuple(m for m in metrics if m != "fvd")
+    if "fvd" in metrics and t_ctx + t_future < FVD_FRAMES:
+        raise ValueError(f"metrics: 'fvd' needs clips of >= {FVD_FRAMES} frames, the model's "
+                         f"context_frames + future_frames is {t_ctx + t_future}")
+    frame_metrics = VideoMetrics(frame_names, weights_dir=weights_dir, device=device) if frame_names else None
+    clip_metrics = (VideoMetrics(("fvd",), weights_dir=weights_dir, device=device) if "fvd" in metrics
+                    else None)
+    was_training = model.training
+    model.eval()
+    squared_error, count = torch.zeros((), device=device, dtype=torch.float64), 0
+    try:
+        for batch in loader:
+            clip = batch.to(device)[:, :t_ctx + t_future]  # (B, T, C, H, W)
+            with _autocast(device, amp):
+                prediction = model(clip[:, :t_ctx]).float()  # (B, T_future, C, H, W)
+            future = clip[:, t_ctx:]
+            squared_error += F.mse_loss(prediction, future, reduction="sum").double()
+            count += future.numel()
+            if frame_metrics is not None:
+                frame_metrics.update(prediction, future)
+            if clip_metrics is not None:
+                clip_metrics.update(torch.cat([clip[:, :t_ctx], prediction], dim=1), clip)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("loader: expected at least one batch to evaluate, received none")
+    results = {"val/loss": float(squared_error) / count}
+    for collection in (frame_metrics, clip_metrics):
+        if collection is not None:
+            results.update(collection.compute())
+    return results
+
+
+def split_available_metrics(wanted: tuple[MetricName, ...],
+                            weights_dir: str | None = None) -> tuple[tuple[MetricName, ...], dict[str, str]]:
+    """`(metrics that can run here, {skipped metric: why})`, looking only on disk for weights."""
+    status = available_metrics(weights_dir)
+    runnable = tuple(m for m in wanted if status[m] is None)
+    return runnable, {m: str(status[m]) for m in wanted if status[m] is not None}
+
+
+def describe_skipped(skipped: dict[str, str]) -> str:
+    """One line saying which metrics are skipped and why (the weights file each one lacks)."""
+    parts = []
+    for name, reason in skipped.items():
+        missing = re.search(r"weights file '([^']+)'", reason)
+        parts.append(f"{name} (weights file {missing.group(1)} not found)" if missing
+                     else f"{name} ({reason.splitlines()[0]})")
+    hint = ("; pass weights_dir=, set OPUSCLIP_WEIGHTS_DIR or run `opusclip-track weights download <name>`"
+            if any("weights file" in r for r in skipped.values()) else "")
+    return f"metrics: skipped {', '.join(parts)}{hint}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training
+
+
+def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTracker, *,
+          train_data: Dataset[Tensor] | None = None, val_data: Dataset[Tensor] | None = None,
+          checkpoints: bool = True) -> dict[str, float]:
+    """Train `model` by `cfg`, logging to `tracker`; returns the final evaluation and training numbers.
+
+    Args:
+        model: A `FramePredictor` whose frame counts and size match `cfg` (`build_model_for(cfg)`).
+        cfg: The recipe.
+        tracker: Receives `train/*` every `log_every` steps, `val/loss` and `video/*` at every evaluation,
+            sample clips under `samples/prediction`, hyperparameters, the architecture and checkpoints.
+        train_data, val_data: Datasets of `(T, C, H, W)` clips in [0, 1] (e.g. `VideoFolderDataset`);
+            default: synthetic bouncing shapes of `train_clips` / `val_clips` clips (different seeds).
+        checkpoints: Save a checkpoint at every evaluation after the start (the tracker's manager keeps
+            the best by its `checkpoint_monitor`, e.g. `val/loss`).
+
+    Returns:
+        The last evaluation (`val/loss`, `video/psnr`, ...), `train/loss` (mean over the last `log_every`
+        steps), `val/best_loss` and `best_step` (of this session's evaluations), `steps`, `train_time_s`.
+    """
+    _check_model_matches(model, cfg)
+    _seed_everything(cfg.seed)
+    device = _resolve_device(cfg.device)
+    model.to(device)
+    train_data = train_data if train_data is not None else _synthetic(cfg, cfg.train_clips, cfg.seed)
+    val_data = val_data if val_data is not None else _synthetic(cfg, cfg.val_clips, cfg.seed + 1)
+    steps_per_epoch = _num_clips(train_data, "train_data") // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"train_data: expected at least batch_size={cfg.batch_size} clips, "
+                         f"received {_num_clips(train_data, 'train_data')}")
+    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+    metrics = _metrics_to_compute(cfg)
+
+    optimizer = _make_optimizer(model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg, total_steps))
+    amp_dtype = _amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    start_step = _resume(tracker, model, optimizer, scheduler, scaler) if cfg.resume else 0
+    val_loader = DataLoader(val_data, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    num_samples = min(cfg.sample_clips, _num_clips(val_data, "val_data"))
+    samples = torch.stack([val_data[i] for i in range(num_samples)])  # (S, T, C, H, W)
+    if start_step == 0:
+        tracker.log_hyperparameters(_hyperparameters(cfg, model, total_steps, metrics))
+        tracker.log_model_architecture(model)
+
+    def run_eval(step: int) -> dict[str, float]:
+        results = evaluate(model, val_loader, metrics=metrics, device=device, weights_dir=cfg.weights_dir,
+                           amp=amp_dtype is not None)
+        tracker.log_metrics(results, step=step)
+        if len(samples):
+            _log_samples(tracker, model, samples, cfg, step, device)
+        if checkpoints and step > 0:
+            tracker.save_checkpoint(model, optimizer, scheduler, epoch=(step - 1) // steps_per_epoch,
+                                    metrics=results, step=step,
+                                    scaler=scaler if scaler.is_enabled() else None,
+                                    extra={"train_config": _plain(dataclasses.asdict(cfg))})
+        return results
+
+    results = run_eval(0) if start_step == 0 else {}
+    best = {"val/best_loss": results.get("val/loss", math.inf), "best_step": 0.0}
+    window: list[Tensor] = []  # step losses since the last log, kept on the device (read when logged)
+    logged_loss = torch.tensor(math.nan)
+    step, start = start_step, time.perf_counter()
+    model.train()
+    for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on after)
+        loss, grad_norm = _train_step(model, batch.to(device, non_blocking=True), optimizer, scheduler,
+                                      scaler, cfg.grad_clip, amp_dtype)
+        window.append(loss)
+        if step % cfg.log_every == 0 or step == total_steps:
+            logged_loss, window = torch.stack(window).mean(), []
+            tracker.log_training_step(logged_loss, grad_norm=grad_norm, step=step, learning_rate=lr,
+                                      clipped=(grad_norm > cfg.grad_clip).float() if cfg.grad_clip else None)
+        if step % cfg.eval_every == 0 or step == total_steps:
+            results = run_eval(step)
+            if results["val/loss"] < best["val/best_loss"]:
+                best = {"val/best_loss": results["val/loss"], "best_step": float(step)}
+    elapsed = time.perf_counter() - start
+    tracker.log_metrics({**best, "train/time_s": elapsed}, step=step)
+    tracker.flush()
+    return {**results, "train/loss": float(logged_loss), **best, "steps": float(step),
+            "train_time_s": elapsed}
+
+
+def _metrics_to_compute(cfg: TrainConfig) -> tuple[MetricName, ...]:
+    """The metrics of `cfg` that can run here; prints one line naming the others and why."""
+    metrics, skipped = split_available_metrics(cfg.metrics, cfg.weights_dir)
+    if "fvd" in metrics and cfg.clip_frames < FVD_FRAMES:
+        metrics = tuple(m for m in metrics if m != "fvd")
+        skipped["fvd"] = f"it needs clips of >= {FVD_FRAMES} frames, these have {cfg.clip_frames}"
+    if skipped:
+        print(describe_skipped(skipped))
+    return metrics
+
+
+def _num_clips(data: Dataset[Tensor], name: str) -> int:
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise TypeError(f"{name}: expected a map-style Dataset with a length, received "
+                        f"{type(data).__name__}") from err
+
+
+def _train_step(model: FramePredictor, clip: Tensor, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                grad_clip: float, amp_dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """One update; returns the loss and the gradient norm before clipping as device tensors (no sync)."""
+    with _autocast(clip.device, amp_dtype is not None, amp_dtype):
+        loss = model.loss(clip)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss.detach().float(), grad_norm.detach()
+
+
+def _batches(data: Dataset[Tensor], cfg: TrainConfig, steps_per_epoch: int, done: int,
+             total_steps: int) -> Iterator[tuple[int, Tensor]]:
+    """`(step, batch)` from step `done + 1` to `total_steps`; epoch e is shuffled by seed + e, so a resumed
+    run sees exactly the batches an uninterrupted one would have."""
+    step = done
+    while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        shuffle = torch.Generator().manual_seed(cfg.seed + epoch)
+        order = torch.randperm(_num_clips(data, "train_data"), generator=shuffle)
+        rest = order[skip * cfg.batch_size: steps_per_epoch * cfg.batch_size].tolist()
+        loader = DataLoader(Subset(data, rest), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                            pin_memory=torch.cuda.is_available(), drop_last=True)
+        for batch in loader:
+            step += 1
+            yield step, batch
+            if step >= total_steps:
+                return
+
+
+@torch.no_grad()
+def _log_samples(tracker: AdvancedExperimentTracker, model: FramePredictor, clips: Tensor, cfg: TrainConfig,
+                 step: int, device: torch.device) -> None:
+    """Context + prediction above the real clip, one column per sample clip."""
+    was_training = model.training
+    model.eval()
+    clips = clips.to(device)[:, :cfg.clip_frames]
+    context = clips[:, :cfg.context_frames]
+    predicted = torch.cat([context, model.generate(context, cfg.future_frames).float()], dim=1)
+    model.train(was_training)
+    caption = f"top: {cfg.context_frames} real frames then the prediction; bottom: the real clip"
+    tracker.log_video(predicted.cpu(), "samples/prediction", step=step, fps=cfg.sample_fps,
+                      reference=clips.cpu(), caption=caption)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_model_matches(model: FramePredictor, cfg: TrainConfig) -> None:
+    mcfg = model.config
+    for name in ("context_frames", "future_frames", "image_size"):
+        if getattr(mcfg, name) != getattr(cfg, name):
+            raise ValueError(f"model: expected {name}={getattr(cfg, name)} as in the TrainConfig, received a "
+                             f"model with {name}={getattr(mcfg, name)} (build it with build_model_for(cfg))")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"TrainConfig.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                         f"received {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device: expected an available device, received {name!r} "
+                         f"(no CUDA here)")
+    return device
+
+
+def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, enabled: bool, dtype: torch.dtype | None = None) -> Any:
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype or _amp_dtype(device, True))
+
+
+def _make_optimizer(model: FramePredictor, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; as in nanoGPT, matrices and conv kernels decay, biases, norms and embeddings do not."""
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "pos_" not in n]
+    ids = {id(p) for p in decay}
+    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+def _warmup_cosine(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier of step index s (0-based): linear warmup up to 1 at s = warmup - 1, then a cosine that
+    reaches `min_lr_ratio` at the last step, s = total_steps - 1."""
+    warmup = min(int(cfg.warmup_steps), max(total_steps - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step + 1 - warmup) / max(total_steps - warmup, 1), 1.0)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _resume(tracker: AdvancedExperimentTracker, model: FramePredictor, optimizer: torch.optim.Optimizer,
+            scheduler: Any, scaler: torch.amp.GradScaler) -> int:
+    """Restore the run's latest checkpoint; the step to continue after (0 when there is none)."""
+    try:
+        loaded = tracker.load_checkpoint("latest", model, optimizer, scheduler,
+                                         scaler if scaler.is_enabled() else None)
+    except CheckpointNotFoundError:
+        print(f"resume: no checkpoint of run {tracker.run_name!r} yet, starting from step 0")
+        return 0
+    print(f"resume: continuing run {tracker.run_name!r} after step {loaded.step} ({loaded.path.name})")
+    return loaded.step
+
+
+def _synthetic(cfg: TrainConfig, num_clips: int, seed: int) -> SyntheticVideoDataset:
+    return SyntheticVideoDataset(num_clips=num_clips, num_frames=cfg.clip_frames, size=cfg.image_size,
+                                 background=cfg.background, seed=seed)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, for config values stored in checkpoints and hyperparameters."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _hyperparameters(cfg: TrainConfig, model: FramePredictor, total_steps: float,
+                     metrics: tuple[str, ...]) -> dict[str, Any]:
+    model_config = dataclasses.asdict(model.config)  # type: ignore[call-overload]
+    return {**_plain(dataclasses.asdict(cfg)), "model_config": model_config,
+            "num_parameters": model.num_parameters(), "total_steps": int(total_steps),
+            "metrics_computed": list(metrics)}

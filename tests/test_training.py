@@ -1,0 +1,138 @@
+"""The training recipe end to end: a real tracker, its SQLite store, media files and checkpoints read back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from models import build_model
+from models.training import TrainConfig, build_model_for, evaluate, train
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
+from opusclip_track.data import SyntheticVideoDataset
+
+TINY = {"model": "video_generation", "model_options": {"width": 16}, "image_size": 32, "context_frames": 2,
+        "future_frames": 4, "train_clips": 32, "val_clips": 4, "batch_size": 4, "sample_clips": 2,
+        "warmup_steps": 2, "metrics": ("psnr", "ssim")}
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread avoids oversubscribing a shared CPU runner (see test_models)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tracker_for(run_name: str, **overrides: object) -> AdvancedExperimentTracker:
+    return AdvancedExperimentTracker(TrackingConfig(experiment_name="train-test", run_name=run_name,
+                                                    log_dir="runs", use_wandb=False, **overrides))
+
+
+def steps_of(store: RunStore, key: str) -> list[int]:
+    return [step for step, _, _ in store.history(key)]
+
+
+def test_tiny_run_logs_losses_metrics_samples_and_checkpoints(capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))  # no LPIPS weights can be found
+    monkeypatch.delenv("OPUSCLIP_WEIGHTS_DIR", raising=False)
+    cfg = TrainConfig(**{**TINY, "metrics": ("psnr", "ssim", "lpips")}, max_steps=6, log_every=1,
+                      eval_every=3)
+    with tracker_for("tiny") as tracker:
+        results = train(build_model_for(cfg), cfg, tracker)
+        run_dir = tracker.run_dir
+
+    skipped = [line for line in capsys.readouterr().out.splitlines() if line.startswith("metrics:")]
+    assert len(skipped) == 1  # one line, naming the metric and the file it lacks
+    assert "skipped lpips (weights file alexnet-owt-7be5be79.pth not found)" in skipped[0]
+    assert results["steps"] == 6 and {"val/loss", "video/psnr", "video/ssim", "train/loss"} <= set(results)
+    assert "video/lpips" not in results
+    store = RunStore(run_dir)
+    assert steps_of(store, "train/loss") == [1, 2, 3, 4, 5, 6]
+    assert steps_of(store, "video/psnr") == [0, 3, 6] == steps_of(store, "val/loss")
+    assert store.history("video/psnr")[-1][2] == pytest.approx(results["video/psnr"])
+    # Warmup for 2 steps to the peak, then the cosine decays to its floor at the last step.
+    lrs = [value for _, _, value in store.history("train/learning_rate")]
+    assert lrs[0] == pytest.approx(cfg.lr / 2) and lrs[1] == pytest.approx(cfg.lr)
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+    assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+    assert len(store.history("train/grad_norm")) == 6
+    assert sorted(p.name for p in (run_dir / "media").glob("samples_prediction_*.mp4")) == [
+        f"samples_prediction_step{s:08d}.mp4" for s in (0, 3, 6)]
+    manifest = sorted(p.name for p in (Path("checkpoints") / "tiny").glob("ckpt-*.pt"))
+    assert manifest == ["ckpt-step00000003.pt", "ckpt-step00000006.pt"]
+
+
+class _CrashAfter(Dataset[Tensor]):
+    """The training clips, until `limit` reads: then the process 'dies' mid-epoch."""
+
+    def __init__(self, data: Dataset[Tensor], limit: int) -> None:
+        self.data, self.limit, self.reads = data, limit, 0
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Tensor:
+        self.reads += 1
+        if self.reads > self.limit:
+            raise RuntimeError("simulated crash")
+        return self.data[index]
+
+
+def test_resume_after_a_crash_continues_exactly_where_it_stopped() -> None:
+    cfg = TrainConfig(**TINY, max_steps=8, log_every=2, eval_every=4)
+    data = SyntheticVideoDataset(num_clips=cfg.train_clips, num_frames=cfg.clip_frames, size=cfg.image_size,
+                                 seed=cfg.seed)
+    with tracker_for("uninterrupted") as tracker:
+        reference = build_model_for(cfg)
+        train(reference, cfg, tracker)
+
+    crashed = TrainConfig(**TINY, max_steps=8, log_every=2, eval_every=4)
+    with tracker_for("crashy") as tracker, pytest.raises(RuntimeError, match="simulated crash"):
+        train(build_model_for(crashed), crashed, tracker,
+              train_data=_CrashAfter(data, limit=5 * cfg.batch_size))  # dies reading step 5's batch
+    resumed_cfg = TrainConfig(**TINY, max_steps=8, log_every=2, eval_every=4, resume=True)
+    with tracker_for("crashy", resume="crashy") as tracker:
+        model = build_model_for(resumed_cfg)  # fresh weights: everything must come from the step-4 checkpoint
+        results = train(model, resumed_cfg, tracker)
+        run_dir = tracker.run_dir
+
+    assert results["steps"] == 8
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    store = RunStore(run_dir)
+    assert steps_of(store, "train/loss") == [2, 4, 6, 8]  # no step logged twice, none missing
+
+
+def test_evaluate_scores_the_prediction_against_the_real_future() -> None:
+    model = build_model("video_generation", image_size=32, context_frames=2, future_frames=4, width=16)
+    clips = SyntheticVideoDataset(num_clips=6, num_frames=7, size=32, seed=5)  # longer clips are cut
+    loader = DataLoader(clips, batch_size=4)  # batches of 4 and 2
+    results = evaluate(model, loader, metrics=("psnr",))
+    batch = torch.stack([clips[i] for i in range(6)])
+    with torch.no_grad():
+        mse = torch.mean((model(batch[:, :2]) - batch[:, 2:6]) ** 2)
+    assert results["val/loss"] == pytest.approx(float(mse), rel=1e-5)
+    assert set(results) == {"val/loss", "video/psnr"} and 5 < results["video/psnr"] < 60
+    assert model.training  # the mode is restored
+    with pytest.raises(ValueError, match=r"metrics: 'fvd' needs clips of >= 16 frames"):
+        evaluate(model, loader, metrics=("fvd",))
+
+
+def test_bad_configs_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"TrainConfig.batch_size: expected an int >= 1, received 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match=r"TrainConfig.metrics: expected one or more of"):
+        TrainConfig(metrics=("psnr", "mse"))  # type: ignore[arg-type]
+    cfg = TrainConfig(**TINY)
+    with tracker_for("mismatch") as tracker, pytest.raises(
+            ValueError, match=r"model: expected context_frames=2 as in the TrainConfig, received a "
+                              r"model with context_frames=4"):
+        train(build_model("video_generation", image_size=32, future_frames=4), cfg, tracker)
