@@ -140,6 +140,7 @@ def test_lpips_streaming_equals_one_shot_and_value_range_is_honoured(alexnet_dir
     metric.update(gen[1:] * 2 - 1, ref[1:] * 2 - 1)
     torch.testing.assert_close(metric.compute(), expected, rtol=1e-6, atol=1e-9)
     assert metric.compute_curve().shape == (2,)
+    assert metric.protocol()["weights"] == "alexnet"
 
 
 def test_lpips_without_backbone_file_fails_loudly(tmp_path: Path) -> None:
@@ -160,7 +161,7 @@ def test_fid_zero_for_identical_sets_positive_for_different_and_streaming_equals
     different = float(fid(gen, ref, **kwargs))
     assert different > 0.0
     metric = FID(reset_real_features=False, **kwargs)
-    assert metric.higher_is_better is False
+    assert metric.higher_is_better is False and metric.protocol()["feature"] == 2048
     metric.update(reference=ref[:1])
     metric.update(reference=ref[1])  # a single (T, C, H, W) clip
     metric.update(generated=gen)
@@ -203,7 +204,7 @@ def test_inception_score_end_to_end_and_streaming(inception_dir: Path) -> None:
 def test_fvd_is_zero_for_identical_sets_at_standard_resolution(i3d_dir: Path) -> None:
     videos = _videos(2, 16, size=32, seed=10)  # resized to 224x224 inside, 16 frames, batch 2
     metric = FVD(weights_dir=i3d_dir, device=CPU)
-    assert metric.higher_is_better is False and metric.resolution == 224
+    assert metric.higher_is_better is False and metric.protocol()["resolution"] == 224
     metric.update(generated=videos, reference=videos)
     mean_square_norm = float(metric.ref_outer.trace() / metric.ref_count)  # the scale of the features
     assert mean_square_norm > 0.0

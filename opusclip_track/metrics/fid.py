@@ -33,6 +33,10 @@ DEFAULT_FRAME_BATCH = 32
 IS_SPLITS = 10
 # torch-fidelity shuffles the logits with this seed before splitting; the same seed gives the same IS.
 IS_SHUFFLE_SEED = 2020
+_INCEPTION_PROTOCOL = {
+    "network": "torch-fidelity FeatureExtractorInceptionV3 (TF 2015-12-05 graph)",
+    "input": "every frame, round(x * 255) to uint8, TF1-compatible bilinear resize to 299x299, scaled to [-1, 1]",
+}
 
 
 def load_inception(weights_dir: str | Path | None = None, device: str | torch.device | None = None) -> nn.Module:
@@ -144,6 +148,11 @@ class FID(VideoFrechetDistance):
     def _embed(self, videos: Tensor, *, name: str) -> Tensor:
         return _inception_features(self._model[0], videos, frame_batch=self.frame_batch)[self.layer]
 
+    def protocol(self) -> dict[str, object]:
+        """How the number is computed, for the run config (see `VideoMetrics.protocol`)."""
+        return {"weights": "inception", **_INCEPTION_PROTOCOL, "feature": int(self.layer),
+                "covariance": "unbiased (N-1)"}
+
 
 def _inception_score(logits: Tensor, splits: int) -> tuple[Tensor, Tensor]:
     """IS mean and std over `splits` parts of `(N, 1008)` logits, as torch-fidelity computes it.
@@ -225,6 +234,11 @@ class InceptionScore(Metric):
         self.frame_batch = frame_batch
         self._model = [load_inception(weights_dir, device)]
         self.add_state("logits", default=[], dist_reduce_fx="cat")
+
+    def protocol(self) -> dict[str, object]:
+        """How the number is computed, for the run config (see `VideoMetrics.protocol`)."""
+        return {"weights": "inception", **_INCEPTION_PROTOCOL, "splits": self.splits,
+                "logits": "logits_unbiased (1008, no bias)", "shuffle_seed": IS_SHUFFLE_SEED}
 
     def update(self, generated: Tensor) -> None:  # type: ignore[override]
         """Add generated videos, `(B, T, C, H, W)` or `(T, C, H, W)`."""

@@ -161,6 +161,12 @@ class FVD(VideoFrechetDistance):
         # A plain attribute, not a submodule: the cached detector is shared and `.to()` must not move it.
         self._model = [load_i3d(weights_dir, device)]
 
+    def protocol(self) -> dict[str, object]:
+        """How the number is computed, for the run config (see `VideoMetrics.protocol`)."""
+        return {"weights": "i3d", "frames": FVD_FRAMES, "clips": self.clips, "resolution": self.resolution,
+                "input": "shorter side resized (bilinear) and center-cropped, [-1, 1], rescale=False, resize=False",
+                "features": "I3D logits (400)", "covariance": "unbiased (N-1)"}
+
     def _embed(self, videos: Tensor, *, name: str) -> Tensor:
         return _i3d_features(self._model[0], videos, clips=self.clips, resolution=self.resolution,
                              clip_batch=self.clip_batch, name=name)

@@ -155,6 +155,11 @@ class LPIPS(FramewiseMetric):
         # A plain attribute, not a submodule: the cached network is shared and `.to()` must not move it.
         self._model = [load_lpips(net, weights_dir, device)]
 
+    def protocol(self) -> dict[str, object]:
+        """How the number is computed, for the run config (see `VideoMetrics.protocol`)."""
+        return {"net": self.net_name, "weights": _BACKBONE_WEIGHTS[self.net_name], "lpips_version": "0.1",
+                "input": "frames mapped from [0, 1] to [-1, 1], native resolution", "per": "frame"}
+
     def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
         scores = _lpips_frames(self._model[0], gen, ref, frame_batch=self.frame_batch)
         self.scores.append(scores.to(self.device))  # type: ignore[union-attr]
