@@ -222,6 +222,7 @@ class InceptionScore(Metric):
     is_differentiable = False
     full_state_update = False
     plot_lower_bound = 1.0
+    logits: list[Tensor] | Tensor  # a list of batches; one tensor after a distributed sync
 
     def __init__(self, *, splits: int = IS_SPLITS, value_range: ValueRange = (0.0, 1.0),
                  weights_dir: str | Path | None = None, device: str | torch.device | None = None,
@@ -252,7 +253,7 @@ class InceptionScore(Metric):
     def compute(self) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         """(mean, std) of the Inception Score over everything seen since the last `reset`."""
         logits = self.logits if isinstance(self.logits, Tensor) else (
-            torch.cat(self.logits) if self.logits else None)  # type: ignore[arg-type]
+            torch.cat(self.logits) if self.logits else None)
         if logits is None:
             raise RuntimeError("InceptionScore.compute: no videos seen yet; call update(generated) first")
         return _inception_score(logits, self.splits)

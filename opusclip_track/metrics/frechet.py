@@ -151,6 +151,12 @@ class FrechetDistance(Metric):
     is_differentiable = False
     full_state_update = False
     plot_lower_bound = 0.0
+    ref_sum: Tensor
+    ref_outer: Tensor
+    ref_count: Tensor
+    gen_sum: Tensor
+    gen_outer: Tensor
+    gen_count: Tensor
 
     def __init__(self, num_features: int, *, reset_real_features: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -162,4 +162,4 @@ class LPIPS(FramewiseMetric):
 
     def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
         scores = _lpips_frames(self._model[0], gen, ref, frame_batch=self.frame_batch)
-        self.scores.append(scores.to(self.device))  # type: ignore[union-attr]
+        self.scores.append(scores.to(self.device))  # type: ignore[union-attr,operator]
