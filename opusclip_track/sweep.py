@@ -1020,15 +1020,15 @@ def _run_round(study: optuna.Study, job: _Job, n_trials: int, workers: int,
                 if on_trial_end is not None:
                     on_trial_end(_record(job.config, t), finished, n_trials)
 
-    shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
-    if workers == 1:
+    shares = [share for i in range(workers) if (share := n_trials // workers + (i < n_trials % workers))]
+    if len(shares) == 1:  # one process's worth of work (e.g. a retried trial) runs here, no spawn
         callback = (lambda s, t: report([t])) if on_trial_end else None
         _optimize(study, replace(job, n_trials=n_trials), [callback] if callback else [])
         return []
     ctx = multiprocessing.get_context("spawn")  # fork would copy live DB connections and threads
     procs = [ctx.Process(target=_worker_main, args=(replace(job, worker=i, n_trials=share),),
                          name=f"sweep-{job.config.name}-worker{i}")
-             for i, share in enumerate(shares) if share > 0]
+             for i, share in enumerate(shares)]
     for proc in procs:
         proc.start()
     while any(p.is_alive() for p in procs):
@@ -1123,13 +1123,15 @@ def _run_until_owed(study: optuna.Study, job: _Job, count: int | None, workers: 
         if job.config.method == "grid":
             _enqueue_grid_remainder(study, job.config)
         n = _owed(study, job.config, count, before, exclude_running=True)
+        done_before = _counts(study, job.config)[0]
         if n > 0:
             failed_workers += _run_round(study, job, n, workers, on_trial_end)
-        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            break
         if _owed(study, job.config, count, before, exclude_running=False) == 0:
             break
-        time.sleep(job.heartbeat_interval)  # a dead worker's trial turns stale after the grace period
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            time.sleep(job.heartbeat_interval)  # a dead worker's trial turns stale after the grace period
+        elif not (n > 0 and _counts(study, job.config)[0] > done_before):
+            break  # nothing running and the last round made no progress: its trials fail; stop here
     if failed_workers:
         warnings.warn(f"sweep {job.config.name!r}: worker processes exited with codes {failed_workers}; "
                       "see their output above", RuntimeWarning, stacklevel=3)
