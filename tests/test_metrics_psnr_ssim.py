@@ -174,6 +174,19 @@ def test_value_ranges_agree_on_the_same_frames() -> None:
         assert p == pytest.approx(scores["uint8"][1], abs=1e-4), name
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_range_edges_in_both_float_dtypes(dtype: torch.dtype) -> None:
+    video = smooth_video(1, 2).to(dtype)
+    video[0, 0, 0, 0, :3] = torch.tensor([0.0, 1.0, -0.0], dtype=dtype)  # the bounds themselves, and -0.0
+    assert prepare_videos(video, name="generated") is video  # in range: used as it is, no copy
+    for bad, message in ((float("nan"), "received NaN"), (float("-inf"), r"received values in \[-inf"),
+                         (1.01, r"received values in \[-?0, 1.01\]"), (-0.01, r"received values in \[-0.01, 1\]")):
+        broken = video.clone()
+        broken[0, 1, 2, 3, 4] = bad
+        with pytest.raises(ValueError, match=message):
+            prepare_videos(broken, name="generated")
+
+
 def test_tiny_float_overshoot_is_accepted_and_clamped() -> None:
     video = smooth_video(1, 2)
     video[0, 0, 0, 0, 0] = 1.0005  # decoder / resampling slop, within 1e-3
