@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from models import FramePredictor, ModelName, build_model
 from opusclip_track.checkpoint import CheckpointNotFoundError
@@ -194,7 +195,7 @@ def describe_skipped(skipped: dict[str, str]) -> str:
 
 def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTracker, *,
           train_data: Dataset[Tensor] | None = None, val_data: Dataset[Tensor] | None = None,
-          checkpoints: bool = True) -> dict[str, float]:
+          checkpoints: bool = True, progress: bool = False) -> dict[str, float]:
     """Train `model` by `cfg`, logging to `tracker`; returns the final evaluation and training numbers.
 
     Args:
@@ -206,6 +207,7 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
             default: synthetic bouncing shapes of `train_clips` / `val_clips` clips (different seeds).
         checkpoints: Save a checkpoint at every evaluation after the start (the tracker's manager keeps
             the best by its `checkpoint_monitor`, e.g. `val/loss`).
+        progress: Show a progress bar over the training steps (with the last evaluation's numbers).
 
     Returns:
         The last evaluation (`val/loss`, `video/psnr`, ...), `train/loss` (mean over the last `log_every`
@@ -255,7 +257,10 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     logged_loss = torch.tensor(math.nan)
     step, start = start_step, time.perf_counter()
     model.train()
+    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True)
     for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
+        bar.update(1)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on after)
         loss, grad_norm = _train_step(model, batch.to(device, non_blocking=True), optimizer, scheduler,
                                       scaler, cfg.grad_clip, amp_dtype)
@@ -266,8 +271,10 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
                                       clipped=(grad_norm > cfg.grad_clip).float() if cfg.grad_clip else None)
         if step % cfg.eval_every == 0 or step == total_steps:
             results = run_eval(step)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in results.items()}, refresh=False)
             if results["val/loss"] < best["val/best_loss"]:
                 best = {"val/best_loss": results["val/loss"], "best_step": float(step)}
+    bar.close()
     elapsed = time.perf_counter() - start
     tracker.log_metrics({**best, "train/time_s": elapsed}, step=step)
     tracker.flush()

@@ -268,9 +268,13 @@ class CheckpointManager:
         if not path.exists():
             return []
         try:
-            return list(json.loads(path.read_text())["checkpoints"])
+            manifest = json.loads(path.read_text())
+            entries = list(manifest["checkpoints"])
         except (ValueError, KeyError, TypeError) as error:
             raise CheckpointCorruptError(f"{path}: not a checkpoint manifest ({error})") from error
+        if self.monitor is None and manifest.get("monitor"):  # opened to read: `best` as the writer ranked it
+            self.monitor, self.mode = manifest["monitor"], manifest.get("mode", "min")
+        return entries
 
     def _write_manifest(self, entries: builtins.list[dict[str, Any]]) -> None:
         ranked = self._ranked(entries)

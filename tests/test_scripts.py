@@ -1,0 +1,67 @@
+"""The scripts end to end, in subprocesses, read back with TensorBoard's reader and the run store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _readers import tensorboard_accumulator
+from opusclip_track import RunStore, list_runs
+from opusclip_track.checkpoint import CheckpointManager
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--max-steps", "4", "--eval-every", "2", "--image-size", "32", "--batch-size", "2"]
+
+
+def run_script(name: str, *args: str, cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_quick_start_logs_losses_metrics_samples_system_and_a_loadable_best_checkpoint(tmp_path: Path) -> None:
+    out = run_script("quick_start.py", *TINY, cwd=tmp_path)
+    (run_dir,) = list_runs(tmp_path / "runs")
+    assert "tensorboard --logdir=runs" in out and "wandb sync runs/" in out
+    acc = tensorboard_accumulator(run_dir)
+    tags = acc.Tags()
+    for key in ("train/loss", "train/learning_rate", "train/grad_norm", "val/loss", "video/psnr", "video/ssim",
+                "sys/cpu_percent", "sys/process_rss_gb"):
+        assert key in tags["scalars"], key
+    assert [e.step for e in acc.Scalars("train/loss")][-1] == 4  # logged every log_every steps and at the end
+    assert [e.step for e in acc.Scalars("video/psnr")] == [0, 2, 4]
+    assert any(t.startswith("samples/") for t in tags["images"]), "a sample clip (GIF) is in TensorBoard"
+    assert RunStore(run_dir).events("video")
+    assert (run_dir / "wandb").is_dir()
+    manager = CheckpointManager(tmp_path / "checkpoints" / run_dir.name)
+    best = manager.load("best")  # verifies sha256, weights_only=True
+    assert best.step in (2, 4) and "val/loss" in best.metrics
+
+
+@pytest.mark.slow
+def test_compare_models_trains_both_and_logs_the_comparison(tmp_path: Path) -> None:
+    out = run_script("compare_models.py", *TINY, "--no-wandb", "--group", "cmp", cwd=tmp_path)
+    assert "VideoGenerationModel" in out and "TransformerModel" in out and "±" in out
+    runs = {p.name: p for p in list_runs(tmp_path / "runs")}
+    assert set(runs) == {"cmp-video_generation-seed0", "cmp-transformer-seed0", "cmp-summary"}
+    summary = tensorboard_accumulator(runs["cmp-summary"])
+    scalars = summary.Tags()["scalars"]
+    for model in ("VideoGenerationModel", "TransformerModel"):
+        for metric in ("val_loss", "video_psnr", "training_time"):
+            assert f"{model}/{metric}" in scalars
+    assert "comparison/bar_chart" in summary.Tags()["images"]
+    table = summary.Tensors("comparison/table")[0].tensor_proto.string_val[0].decode()
+    assert "VideoGenerationModel" in table and "TransformerModel" in table
+    for name in ("cmp-video_generation-seed0", "cmp-transformer-seed0"):
+        hp = tensorboard_accumulator(runs[name]).PluginTagToContent("hparams")
+        assert "_hparams_/session_start_info" in hp
+    assert RunStore(runs["cmp-transformer-seed0"]).config()["group"] == "cmp"
+    assert torch.isfinite(torch.tensor(RunStore(runs["cmp-summary"]).last("TransformerModel/val_loss")[1]))
