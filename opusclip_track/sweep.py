@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import json
 import logging
@@ -858,13 +859,34 @@ def _sampler(job: _Job, n_existing: int) -> optuna.samplers.BaseSampler:
     config = job.config
     if config.method == "grid":
         # Every process must shuffle the grid identically: grid ids index into the shuffled list.
-        return optuna.samplers.GridSampler(_grid_search_space(config), seed=job.seed)
+        return _grid_sampler(_grid_search_space(config), seed=job.seed)
     # Distinct streams per worker and per resumption, so workers (and a resumed sweep) do not replay the
     # same draws; a fresh single-worker sweep with the same seed is reproducible.
     seed = job.seed + 1_000_003 * n_existing + 7919 * job.worker
     if config.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+@functools.cache
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):  # type: ignore[misc]
+        """Optuna's GridSampler, tolerating the grid points a resumed sweep enqueues (no `grid_id`)."""
+
+        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any,
+                        values: Any) -> None:
+            # The base class looks up the trial's grid_id to decide when to stop; an enqueued point has
+            # none, and `_StopWhenDone` already stops the sweep when every point is done.
+            if "fixed_params" not in trial.system_attrs:
+                super().after_trial(study, trial, state, values)
+
+    return GridSampler
+
+
+def _grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
+    return _grid_sampler_class()(search_space, seed=seed)
 
 
 def _pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
@@ -910,8 +932,11 @@ def _point(config: SweepConfig, params: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(repr(params.get(n)) for n in _grid_search_space(config))
 
 
-def _enqueue_grid_remainder(study: optuna.Study, config: SweepConfig) -> None:
-    """On resume, queue every grid point nobody finished, runs or has queued.
+def _enqueue_grid_remainder(study: optuna.Study, config: SweepConfig, finished_before: set[int]) -> int:
+    """On resume, queue every grid point nobody finished, runs or has queued; returns how many can run.
+
+    Points that failed before this call are queued again; a point that failed during it is not (it would
+    fail again in a loop).
 
     A waiting trial is popped atomically by exactly one worker, so no point runs twice; GridSampler's
     own choice among unvisited points would be the same in every process (same seed) and could collide,
@@ -921,14 +946,16 @@ def _enqueue_grid_remainder(study: optuna.Study, config: SweepConfig) -> None:
 
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        return  # fresh study: GridSampler maps trial number -> grid point, unique across workers
+        return _cap(config) or 0  # fresh study: GridSampler maps trial number -> grid point, uniquely
+    kept = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     taken = {_point(config, t.system_attrs.get("fixed_params", t.params)) for t in trials
-             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)}
+             if t.state in kept or (t.state == TrialState.FAIL and t.number not in finished_before)}
     space = _grid_search_space(config)
     for grid_id, values in enumerate(_product(space)):
         params = dict(zip(space, values, strict=True))
         if _point(config, params) not in taken:
             study.enqueue_trial(params, user_attrs={"grid_point": grid_id})
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _product(space: Mapping[str, list[Any]]) -> list[tuple[Any, ...]]:
@@ -1002,28 +1029,37 @@ def _worker_main(job: _Job) -> None:
 
 
 TrialCallback = Callable[[TrialRecord, int, int], None]
-"""`on_trial_end(record, finished_so_far, planned)`, called in the calling process."""
+"""`on_trial_end(record, finished, planned)`: called in the calling process as trials finish; `finished` and
+`planned` count the trials of this `run_sweep` call."""
 
 
-def _run_round(study: optuna.Study, job: _Job, n_trials: int, workers: int,
-               on_trial_end: TrialCallback | None) -> list[int]:
+@dataclass
+class _Progress:
+    callback: TrialCallback | None
+    seen: set[int]
+    finished: int = 0
+    planned: int = 0
+
+    def report(self, config: SweepConfig, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+        for t in sorted(trials, key=lambda t: t.number):
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                self.finished += 1
+                if self.callback is not None:
+                    self.callback(_record(config, t), self.finished, max(self.planned, self.finished))
+
+
+def _run_round(study: optuna.Study, job: _Job, n_trials: int, workers: int, progress: _Progress) -> list[int]:
     """Run `n_trials` trials over `workers` processes; returns the exit codes of failed workers."""
-    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    finished = 0
+    progress.seen |= {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    progress.planned += n_trials
 
     def report(trials: Sequence[optuna.trial.FrozenTrial]) -> None:
-        nonlocal finished
-        for t in sorted(trials, key=lambda t: t.number):
-            if t.state.is_finished() and t.number not in seen:
-                seen.add(t.number)
-                finished += 1
-                if on_trial_end is not None:
-                    on_trial_end(_record(job.config, t), finished, n_trials)
+        progress.report(job.config, trials)
 
     shares = [share for i in range(workers) if (share := n_trials // workers + (i < n_trials % workers))]
     if len(shares) == 1:  # one process's worth of work (e.g. a retried trial) runs here, no spawn
-        callback = (lambda s, t: report([t])) if on_trial_end else None
-        _optimize(study, replace(job, n_trials=n_trials), [callback] if callback else [])
+        _optimize(study, replace(job, n_trials=n_trials), [lambda s, t: report([t])])
         return []
     ctx = multiprocessing.get_context("spawn")  # fork would copy live DB connections and threads
     procs = [ctx.Process(target=_worker_main, args=(replace(job, worker=i, n_trials=share),),
@@ -1116,16 +1152,17 @@ def _run_until_owed(study: optuna.Study, job: _Job, count: int | None, workers: 
     if _cap(job.config) is None and count is None:
         raise _error("count", f"a positive integer: a {job.config.method} sweep without run_cap never ends", None)
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    progress = _Progress(on_trial_end, seen=set(before))
     failed_workers: list[int] = []
     while True:
         with _no_experimental_warnings():  # trials of killed workers -> FAIL -> re-queued, same params
             fail_stale_trials(study)
-        if job.config.method == "grid":
-            _enqueue_grid_remainder(study, job.config)
         n = _owed(study, job.config, count, before, exclude_running=True)
+        if job.config.method == "grid":  # only points nobody took: a re-run point would be a duplicate
+            n = min(n, _enqueue_grid_remainder(study, job.config, before))
         done_before = _counts(study, job.config)[0]
         if n > 0:
-            failed_workers += _run_round(study, job, n, workers, on_trial_end)
+            failed_workers += _run_round(study, job, n, workers, progress)
         if _owed(study, job.config, count, before, exclude_running=False) == 0:
             break
         if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -268,7 +268,7 @@ def test_two_workers_share_a_grid_and_a_sigkilled_workers_trial_is_rerun(tmp_pat
     assert tuple(sorted(failed.params.items())) in completed  # ...and re-run
     pids = Counter(t.user_attrs["pid"] for t in optuna.load_study(study_name="w2", storage=storage).trials)
     assert victim in pids and len(pids) >= 2  # the trials ran in two worker processes
-    assert len(seen) == len(result.trials)
+    assert len(seen) >= 9 and seen == sorted(seen)  # progress of every finished trial, in order
 
 
 def test_a_stopped_grid_resumes_without_rerunning_finished_points_and_reruns_failed_ones(
