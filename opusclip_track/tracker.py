@@ -31,7 +31,7 @@ from .distributed import rank_zero_only, refresh_rank
 from .environment import capture_environment
 from .media import ImageLayout, VideoLayout
 from .records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
-from .store import RunStore
+from .store import RunStore, list_runs
 from .system import SystemMonitor
 
 log = logging.getLogger("opusclip_track")
@@ -85,11 +85,13 @@ class AdvancedExperimentTracker:
         previous = self._store.max_step()
         if previous is not None:  # a resumed run continues after its last step: no step goes backwards
             self._step = previous
-        self._run_config = cfg.to_dict()
+        earlier = self._store.meta()  # empty unless this run is resumed
+        self._run_config = {**earlier.get("config", {}), **cfg.to_dict()}
         self._run_config["environment"] = capture_environment(seed=cfg.seed)
         self._store.set_meta({"run_name": cfg.run_name, "experiment_name": cfg.experiment_name,
                               "project_name": cfg.project_name, "group": cfg.group, "tags": cfg.tags,
-                              "created_at": time.time(), "status": "running", "config": self._run_config})
+                              "created_at": earlier.get("created_at", time.time()), "status": "running",
+                              "config": self._run_config})
         names = [n for n, on in (("tensorboard", cfg.use_tensorboard),
                                  ("wandb", cfg.use_wandb and cfg.wandb_mode != "disabled")) if on]
         names += [n for n in cfg.backends if n not in names]
@@ -108,8 +110,6 @@ class AdvancedExperimentTracker:
         if isinstance(cfg.resume, str):
             cfg.run_name = cfg.resume
             return
-        from .store import list_runs
-
         for run_dir in list_runs(cfg.log_dir):
             try:
                 with RunStore(run_dir) as store:
