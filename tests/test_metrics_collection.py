@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from opusclip_track.metrics import (
     REGISTRY,
@@ -18,6 +19,7 @@ from opusclip_track.metrics import (
     available_metrics,
     flicker,
     higher_is_better,
+    lpips,
     psnr,
     psnr_per_frame,
     ssim,
@@ -228,3 +230,23 @@ def test_available_metrics_says_which_weights_are_missing(no_weights: Path) -> N
 def test_video_metrics_does_not_swallow_missing_weights(no_weights: Path) -> None:
     with pytest.raises(MissingWeightsError, match=r"alexnet-owt-7be5be79.pth"):
         VideoMetrics(metrics=("psnr", "lpips"), weights_dir=no_weights)
+
+
+def test_video_metrics_runs_a_learned_metric_in_the_same_pass(no_weights: Path) -> None:
+    # A real torchvision AlexNet backbone, randomly initialised (pretrained weights cannot be downloaded
+    # here), saved under the file name the resolver looks for: LPIPS loads it like the pretrained one.
+    no_weights.mkdir()
+    torch.manual_seed(0)
+    features = torchvision.models.alexnet(weights=None).features.state_dict()
+    torch.save({f"features.{k}": v for k, v in features.items()}, no_weights / "alexnet-owt-7be5be79.pth")
+    reference = moving_video(batch=2, steps=3, size=64)
+    generated = (reference + 0.1 * torch.randn(reference.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    metrics = VideoMetrics(metrics=("psnr", "lpips"), weights_dir=no_weights, device="cpu")
+    metrics.update(generated[:1], reference[:1])
+    metrics.update(generated[1:], reference[1:])
+    scores = metrics.compute()
+    expected = lpips(generated, reference, weights_dir=no_weights, device="cpu")
+    assert scores["video/lpips"] == pytest.approx(float(expected), abs=1e-6)
+    assert scores["video/psnr"] == pytest.approx(float(psnr(generated, reference)), abs=1e-5)
+    assert metrics.compute_curves()["video/lpips"].shape == (3,)
+    assert metrics.protocol()["settings"]["lpips"]["net"] == "alex"

@@ -21,7 +21,10 @@ FrameScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 def _mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
     """Mean over every frame of every clip (clips of different lengths weigh by their frame count)."""
-    flat = [s.flatten() for s in _as_list(scores)]
+    # After a distributed sync a `cat` state is one (N, T) tensor; before it, a list of (B, T) tensors.
+    if isinstance(scores, Tensor):
+        return scores.mean()
+    flat = [s.flatten() for s in scores]
     if not flat:
         raise RuntimeError(f"{name}.compute: no videos seen yet; call update(generated, reference) first")
     return torch.cat(flat).mean()
@@ -29,7 +32,9 @@ def _mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
 
 def _curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
     """Mean over clips for each timestep: a `(T,)` curve of quality along the generated horizon."""
-    parts = _as_list(scores)
+    if isinstance(scores, Tensor):  # one (B, T) batch (the functional path) or a synced (N, T) state
+        return scores.mean(dim=0)
+    parts = list(scores)
     if not parts:
         raise RuntimeError(f"{name}.compute_curve: no videos seen yet; "
                            "call update(generated, reference) first")
@@ -38,11 +43,6 @@ def _curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
         raise ValueError(f"{name}.compute_curve: expected the same number of frames T in every update, "
                          f"received T in {lengths}")
     return torch.cat(parts).mean(dim=0)
-
-
-def _as_list(scores: Tensor | list[Tensor]) -> list[Tensor]:
-    # After a distributed sync a `cat` state is one (N, T) tensor; before it, a list of (B, T) tensors.
-    return [scores] if isinstance(scores, Tensor) else list(scores)
 
 
 class FramewiseMetric(Metric):

@@ -8,6 +8,7 @@ metric code below it only ever sees one layout.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -122,9 +123,15 @@ def _inside_by_bits(video: Tensor, *, low: float, high: float) -> bool:
     int_dtype = _SAME_SIZE_INT.get(video.dtype)
     if int_dtype is None or low < 0:
         return False
-    bounds = torch.tensor([low, high], dtype=video.dtype).view(int_dtype).tolist()
+    low_bits, high_bits = _bits(low, high, video.dtype)
     lo_bits, hi_bits = torch.stack(torch.aminmax(video.view(int_dtype))).tolist()
-    return bool(bounds[0] <= lo_bits and hi_bits <= bounds[1])
+    return low_bits <= lo_bits and hi_bits <= high_bits
+
+
+@functools.lru_cache(maxsize=16)
+def _bits(low: float, high: float, dtype: torch.dtype) -> tuple[int, int]:
+    low_bits, high_bits = torch.tensor([low, high], dtype=dtype).view(_SAME_SIZE_INT[dtype]).tolist()
+    return low_bits, high_bits
 
 
 def check_pair(generated: Tensor, reference: Tensor) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from opusclip_track.metrics._framewise import FramewiseMetric
 from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_pair
 from opusclip_track.metrics.psnr import MSE_FLOOR, PSNR
 from opusclip_track.metrics.ssim import SSIM, ssim_protocol
@@ -176,9 +177,9 @@ class VideoMetrics:
         return out
 
     def compute_curves(self) -> dict[str, Tensor]:
-        """Per-timestep `(T,)` curves (mean over clips) of the per-frame metrics chosen: PSNR and SSIM."""
+        """Per-timestep `(T,)` curves (mean over clips) of the per-frame metrics chosen: PSNR, SSIM, LPIPS."""
         return {f"{PREFIX}{name}": metric.compute_curve() for name, metric in self._metrics.items()
-                if isinstance(metric, (PSNR, SSIM))}
+                if isinstance(metric, FramewiseMetric)}
 
     def reset(self) -> None:
         """Forget every pair seen (learned metrics may keep cached reference statistics by their own rules)."""
