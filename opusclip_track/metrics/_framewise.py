@@ -56,6 +56,7 @@ class FramewiseMetric(Metric):
     is_differentiable = False
     full_state_update = False
     _score_fn: FrameScoreFn
+    scores: list[Tensor] | Tensor  # a list of (B, T) batches; one (N, T) tensor after a distributed sync
 
     def __init__(self, *, value_range: ValueRange = (0.0, 1.0), **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -73,10 +74,10 @@ class FramewiseMetric(Metric):
 
     def compute(self) -> Tensor:
         """Mean over all frames of all clips seen since the last `reset` (float64 scalar)."""
-        return _mean(self.scores, name=type(self).__name__)  # type: ignore[arg-type]
+        return _mean(self.scores, name=type(self).__name__)
 
     def compute_curve(self) -> Tensor:
         """Per-timestep mean over all clips seen: a float64 `(T,)` tensor (synced across processes)."""
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
                                should_unsync=self._should_unsync):
-            return _curve(self.scores, name=type(self).__name__).clone()  # type: ignore[arg-type]
+            return _curve(self.scores, name=type(self).__name__).clone()

@@ -9,12 +9,13 @@ for. A missing weights file raises `MissingWeightsError` (never a silent skip, n
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torchmetrics import Metric
 
 from opusclip_track.metrics._framewise import FramewiseMetric
 from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_pair
@@ -27,7 +28,7 @@ METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 DEFAULT_METRICS: tuple[MetricName, ...] = ("psnr", "ssim", "lpips", "fid", "is", "fvd", "flicker")
 PREFIX = "video/"
 
-_BUILTIN: dict[str, type[nn.Module]] = {"psnr": PSNR, "ssim": SSIM, "flicker": TemporalFlicker}
+_BUILTIN: dict[str, type[Metric]] = {"psnr": PSNR, "ssim": SSIM, "flicker": TemporalFlicker}
 # Learned metrics: (module, class) imported on first use, and the registry key of the weights they load.
 _LEARNED: dict[str, tuple[str, str]] = {
     "lpips": ("opusclip_track.metrics.lpips", "LPIPS"),
@@ -56,7 +57,7 @@ def check_metric_names(metrics: Iterable[str], *, name: str = "metrics") -> tupl
     return chosen  # type: ignore[return-value]
 
 
-def _learned_class(metric: str) -> type[nn.Module]:
+def _learned_class(metric: str) -> type[Metric]:
     module_name, class_name = _LEARNED[metric]
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -130,13 +131,17 @@ class VideoMetrics:
         self.value_range = check_value_range(value_range)
         self.weights_dir = weights_dir
         self.device = torch.device(device) if device is not None else None
-        self._metrics = nn.ModuleDict({name: self._build(name) for name in self.names})
+        self._metrics: dict[str, Metric] = {name: self._build(name) for name in self.names}
         if self.device is not None:
-            self._metrics.to(self.device)
+            self._move_states(self.device)
         self._clip_shape: tuple[int, ...] | None = None  # (T, C, H, W) of the first batch since reset
         self.num_videos = 0
 
-    def _build(self, name: str) -> nn.Module:
+    def _move_states(self, device: torch.device) -> None:
+        for metric in self._metrics.values():
+            metric.to(device)  # a no-op once the states live there
+
+    def _build(self, name: str) -> Metric:
         if name in _BUILTIN:
             return _BUILTIN[name]()  # fed prepared [0, 1] videos, so their own value_range stays (0, 1)
         return _learned_class(name)(weights_dir=self.weights_dir, device=self.device)
@@ -151,7 +156,7 @@ class VideoMetrics:
         gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
         self._check_clip_shape(gen)
         if self.device is None:
-            self._metrics.to(gen.device)  # a no-op once the states live there
+            self._move_states(gen.device)
         for metric in self._metrics.values():
             _feed(metric, gen, ref)
         self.num_videos += gen.shape[0]
@@ -209,26 +214,28 @@ class VideoMetrics:
         }
 
 
-def _feed(metric: nn.Module, gen: Tensor, ref: Tensor) -> None:
+def _feed(metric: Metric, gen: Tensor, ref: Tensor) -> None:
     """Hand prepared `(B, T, C, H, W)` [0, 1] videos to one metric, skipping its input checks.
 
     Every metric of the package has `_update_prepared(gen, ref)` (IS ignores `ref`). Wrapping it with
     torchmetrics' `_wrap_update` gives it the bookkeeping `update` has (cached result dropped, update counted).
     """
-    metric._wrap_update(metric._update_prepared)(gen, ref)  # type: ignore[operator]
+    update_prepared = cast(Callable[[Tensor, Tensor], None], metric._update_prepared)
+    metric._wrap_update(update_prepared)(gen, ref)
 
 
-def _results(name: str, metric: nn.Module) -> dict[str, float]:
+def _results(name: str, metric: Metric) -> dict[str, float]:
     key = f"{PREFIX}{name}"
     if name == "flicker":
-        return {key: float(metric.compute()), f"{PREFIX}temporal_diff": float(metric.compute_temporal_diff())}
+        diff = cast(TemporalFlicker, metric).compute_temporal_diff()
+        return {key: float(metric.compute()), f"{PREFIX}temporal_diff": float(diff)}
     value = metric.compute()
     if isinstance(value, tuple):  # (mean, std), as torchmetrics' InceptionScore returns
         return {key: float(value[0]), f"{key}_std": float(value[1])}
     return {key: float(value)}
 
 
-def _metric_protocol(name: str, metric: nn.Module) -> Mapping[str, Any]:
+def _metric_protocol(name: str, metric: Metric) -> Mapping[str, Any]:
     if name == "psnr":
         return {"peak": 1.0, "mse_floor": MSE_FLOOR, "per": "frame (channels and pixels)"}
     if name == "ssim":

@@ -85,6 +85,10 @@ class TemporalFlicker(Metric):
     is_differentiable = False
     full_state_update = False
     plot_lower_bound = 0.0
+    abs_diff_sum: Tensor
+    abs_gen_sum: Tensor
+    abs_ref_sum: Tensor
+    count: Tensor
 
     def __init__(self, *, value_range: ValueRange = (0.0, 1.0), **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -109,17 +113,16 @@ class TemporalFlicker(Metric):
     def compute(self) -> Tensor:
         """Flicker over every frame pair seen since the last `reset` (float64 scalar)."""
         self._check_seen("compute")
-        return _flicker_compute(self.abs_diff_sum, self.count)  # type: ignore[arg-type]
+        return _flicker_compute(self.abs_diff_sum, self.count)
 
     def compute_temporal_diff(self) -> Tensor:
         """Signed `temporal_diff` over every frame pair seen (float64 scalar; synced across processes)."""
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
                                should_unsync=self._should_unsync):
             self._check_seen("compute_temporal_diff")
-            return _temporal_diff_compute(self.abs_gen_sum, self.abs_ref_sum,  # type: ignore[arg-type]
-                                          self.count).clone()  # type: ignore[arg-type]
+            return _temporal_diff_compute(self.abs_gen_sum, self.abs_ref_sum, self.count).clone()
 
     def _check_seen(self, method: str) -> None:
-        if int(self.count) == 0:  # type: ignore[call-overload]
+        if int(self.count) == 0:
             raise RuntimeError(f"TemporalFlicker.{method}: no videos seen yet; "
                                "call update(generated, reference) first")
