@@ -368,3 +368,18 @@ def test_wandb_engine_needs_an_api_key_and_never_goes_offline(monkeypatch: pytes
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(RuntimeError, match="engine 'wandb': expected W&B online .* WANDB_MODE='offline'"):
         run_wandb_sweep(grid(), "_sweep_objectives:quadratic", count=1)
+
+
+@pytest.mark.slow
+def test_sweep_script_trains_the_example_model_and_prints_the_summary(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), "--config",
+                          str(REPO / "sweeps" / "quick_grid.yaml"), "--count", "1", "--root", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    assert "sweep 'quick_grid' (minimize val/loss): best trial 0: val/loss=" in out
+    study = optuna.load_study(study_name="quick_grid", storage=f"sqlite:///{tmp_path / 'quick_grid.db'}")
+    (trial,) = study.trials
+    assert trial.state.name == "COMPLETE" and 0 < trial.value < 1 and len(trial.intermediate_values) >= 3
+    assert (tmp_path / "quick_grid" / "optimization_history.png").is_file()
