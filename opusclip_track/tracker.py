@@ -161,7 +161,9 @@ class AdvancedExperimentTracker:
         self._put(Scalars(self._take_step(step), time.time(), values), 64 + 48 * len(values))
 
     def _check_scalars(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(metrics, Mapping):
+        # `type(...) is dict` first: the ABC isinstance check costs ~5 us when the caches are cold (measured
+        # after a 2 ms sleep), more than the rest of the hot path.
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics: expected a dict of name -> number, received {type(metrics).__name__}")
         values = dict(metrics)  # the caller may reuse its dict
         # Fast path, all in C: every key already validated once and every value a plain number.
