@@ -233,7 +233,7 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     start_step = _resume(tracker, model, optimizer, scheduler, scaler) if cfg.resume else 0
     val_loader = DataLoader(val_data, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     num_samples = min(cfg.sample_clips, _num_clips(val_data, "val_data"))
-    samples = torch.stack([val_data[i] for i in range(num_samples)])  # (S, T, C, H, W)
+    samples = torch.stack([val_data[i] for i in range(num_samples)]) if num_samples else None  # (S, T, C, H, W)
     if start_step == 0:
         tracker.log_hyperparameters(_hyperparameters(cfg, model, total_steps, metrics))
         tracker.log_model_architecture(model)
@@ -242,7 +242,7 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
         results = evaluate(model, val_loader, metrics=metrics, device=device, weights_dir=cfg.weights_dir,
                            amp=amp_dtype is not None)
         tracker.log_metrics(results, step=step)
-        if len(samples):
+        if samples is not None:
             _log_samples(tracker, model, samples, cfg, step, device)
         if checkpoints and step > 0:
             tracker.save_checkpoint(model, optimizer, scheduler, epoch=(step - 1) // steps_per_epoch,

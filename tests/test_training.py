@@ -136,3 +136,12 @@ def test_bad_configs_name_the_field() -> None:
             ValueError, match=r"model: expected context_frames=2 as in the TrainConfig, received a "
                               r"model with context_frames=4"):
         train(build_model("video_generation", image_size=32, future_frames=4), cfg, tracker)
+
+
+def test_sample_clips_zero_trains_without_logging_clips() -> None:
+    cfg = TrainConfig(**{**TINY, "sample_clips": 0}, max_steps=2, eval_every=2)
+    with tracker_for("no-samples") as tracker:
+        results = train(build_model_for(cfg), cfg, tracker, checkpoints=False)
+    assert results["steps"] == 2
+    store = RunStore(tracker.run_dir)
+    assert store.events("video") == [] and steps_of(store, "val/loss") == [0, 2]
