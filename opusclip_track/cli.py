@@ -1,32 +1,30 @@
 """`opusclip-track`: the command line.
 
 Each subcommand is registered by one small function that adds its parser and sets `func`, a handler taking
-the parsed arguments and returning the exit code. Subcommands that live in other modules are registered
-when their module is present (see `_EXTERNAL_SUBCOMMANDS`).
+the parsed arguments and returning the exit code: `eval` here, `weights` in `metrics/weights_cli.py`,
+`runs` and `sync` in `runs_cli.py`.
 
     opusclip-track eval --generated samples/ --reference real/ --metrics psnr,ssim,flicker --json scores.json
+    opusclip-track weights list | download --all | verify
+    opusclip-track runs list | show RUN | compare RUN RUN ...
+    opusclip-track sync RUN --to wandb
     python -m opusclip_track.cli eval ...
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from opusclip_track.metrics.collection import METRIC_NAMES, MetricName, check_metric_names
+from opusclip_track.metrics.weights_cli import add_weights_parser
+from opusclip_track.runs_cli import add_runs_parser
 
 PROG = "opusclip-track"
-# (module, function(subparsers)) of subcommands written elsewhere; skipped while the module does not exist.
-_EXTERNAL_SUBCOMMANDS: tuple[tuple[str, str], ...] = (
-    ("opusclip_track.metrics.weights_cli", "add_weights_parser"),
-    ("opusclip_track.runs_cli", "add_runs_parser"),
-)
 # Errors a user can fix (bad paths, unpaired or unreadable files, missing weights): a message, not a traceback.
 _USER_ERRORS = (ValueError, OSError)
 
@@ -122,21 +120,14 @@ def _direction(key: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _register_external(subparsers: Any) -> None:
-    for module_name, function_name in _EXTERNAL_SUBCOMMANDS:
-        if importlib.util.find_spec(module_name) is None:
-            continue  # that subcommand's module has not been written yet
-        register: Callable[[Any], Any] = getattr(importlib.import_module(module_name), function_name)
-        register(subparsers)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `opusclip-track` parser with every available subcommand."""
     parser = argparse.ArgumentParser(prog=PROG, description="Experiment tracking and evaluation for "
                                      "video-generation research.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_eval(subparsers)
-    _register_external(subparsers)
+    add_weights_parser(subparsers)
+    add_runs_parser(subparsers)
     return parser
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from opusclip_track.metrics._input import RANGE_SLOP, ValueRange, check_value_range
+from opusclip_track.metrics._input import ValueRange, check_bounds, check_value_range
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -332,14 +332,7 @@ def _to_uint8(x: np.ndarray, value_range: ValueRange, *, name: str) -> np.ndarra
     if x.dtype == np.uint8:
         return x
     low, high = check_value_range(value_range)
-    lo, hi = float(x.min()), float(x.max())
-    slop = RANGE_SLOP * (high - low)
-    if lo != lo or hi != hi:  # NaN propagates through min/max
-        raise ValueError(f"{name}: expected finite values in [{low:g}, {high:g}], received NaN")
-    if lo < low - slop or hi > high + slop:
-        raise ValueError(f"{name}: expected values in value_range [{low:g}, {high:g}], received values in "
-                         f"[{lo:.4g}, {hi:.4g}] (pass value_range=(-1.0, 1.0) for tanh outputs, or uint8 "
-                         f"for 0-255 frames)")
+    check_bounds(float(x.min()), float(x.max()), name=name, low=low, high=high)
     work = np.subtract(x, low, dtype=np.float64 if x.dtype == np.float64 else np.float32)
     work *= 255.0 / (high - low)
     np.clip(work, 0.0, 255.0, out=work)

@@ -99,14 +99,22 @@ def _check_range(video: Tensor, *, name: str, low: float, high: float) -> bool:
         return True
     # One fused reduction and a single host sync: cheap next to any metric.
     lo, hi = torch.stack(torch.aminmax(video)).tolist()
+    check_bounds(lo, hi, name=name, low=low, high=high)
+    return low <= lo and hi <= high
+
+
+def check_bounds(lo: float, hi: float, *, name: str, low: float, high: float) -> None:
+    """Raise when the observed minimum/maximum leave `[low, high]` by more than `RANGE_SLOP`, or are NaN.
+
+    The one judgement of float ranges, shared by the metrics (torch) and the media encoders (numpy).
+    """
     slop = RANGE_SLOP * (high - low)
-    if lo != lo or hi != hi:  # NaN propagates through aminmax
+    if lo != lo or hi != hi:  # NaN propagates through min/max
         raise ValueError(f"{name}: expected finite values in [{low:g}, {high:g}], received NaN")
     if lo < low - slop or hi > high + slop:
         raise ValueError(f"{name}: expected values in value_range [{low:g}, {high:g}], received values in "
                          f"[{lo:.4g}, {hi:.4g}] (pass value_range=(-1.0, 1.0) for tanh outputs, or uint8 "
                          f"for 0-255 frames)")
-    return low <= lo and hi <= high
 
 
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
