@@ -44,12 +44,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args
 
 from .config import _slug, redact_secrets
 
 if TYPE_CHECKING:
     import optuna
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class SweepConfig:
         if metric is None and (method == "bayes" or early is not None):
             why = "bayes search" if method == "bayes" else "early_terminate"
             raise _error("metric", f"a mapping with 'name' ({why} needs the metric to compare trials)", None)
+        method = cast(Method, method)  # checked just above
         parameters = _parse_parameters(raw.get("parameters"), method)
         return cls(method=method, parameters=parameters, name=_parse_name(raw.get("name", default_name)),
                    metric=metric, early_terminate=early, run_cap=_parse_run_cap(raw.get("run_cap")), raw=raw)
@@ -348,7 +350,7 @@ def _parse_parameter(name: str, spec: Any) -> ParameterSpec:
     _check_numbers(path, dist, fields)
     if dist == "categorical":
         fields.update(_check_values(path, fields["values"], fields.get("probabilities")))
-    return ParameterSpec(name=name, distribution=dist, **fields)
+    return ParameterSpec(name=name, distribution=cast(Distribution, dist), **fields)
 
 
 def _check_numbers(path: str, dist: str, fields: Mapping[str, Any]) -> None:
@@ -749,8 +751,8 @@ def _record(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> TrialRecord
     value = trial.value
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
-    return TrialRecord(number=trial.number, state=trial.state.name, params=decode_params(config, trial.params),
-                       value=value, steps=len(trial.intermediate_values),
+    return TrialRecord(number=trial.number, state=cast(TrialStateName, trial.state.name),
+                       params=decode_params(config, trial.params), value=value, steps=len(trial.intermediate_values),
                        run_name=trial.user_attrs.get("run_name"))
 
 
@@ -761,7 +763,8 @@ def summarize(study: optuna.Study, config: SweepConfig, folder: str | os.PathLik
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = (min if config.goal == "minimize" else max)(done, key=lambda t: t.value) if done else None
+    best = (min if config.goal == "minimize" else max)(done, key=lambda t: float(cast(float, t.value))) if done \
+        else None
     plot = _save_history_plot(study, Path(folder)) if folder is not None and done else None
     return SweepResult(name=config.name, metric=config.metric_name, goal=config.goal,
                        best_params=decode_params(config, best.params) if best else None,
@@ -778,8 +781,9 @@ def _save_history_plot(study: optuna.Study, folder: Path) -> Path:
     path = folder / "optimization_history.png"
     with _no_experimental_warnings():
         ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-    ax.figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(ax.figure)
+    figure = cast("Figure", ax.figure)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
     return path
 
 

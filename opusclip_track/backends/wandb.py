@@ -13,7 +13,7 @@ import netrc
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ..records import Artifact, Histogram, Hparams, Media, Scalars, Text
 from .base import Backend
@@ -32,11 +32,13 @@ def api_key_configured() -> bool:
         return False
 
 
-def resolve_mode(mode: str) -> str:
+def resolve_mode(mode: str) -> Literal["online", "offline", "disabled"]:
     """`auto` -> `online` with an API key, else `offline`; other modes pass through."""
     if mode == "auto":
         return "online" if api_key_configured() else "offline"
-    return mode
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"wandb_mode: expected auto, online, offline or disabled, received {mode!r}")
+    return mode  # type: ignore[return-value]
 
 
 def run_id(run_name: str) -> str:
