@@ -37,6 +37,7 @@ from opusclip_track.checkpoint import CheckpointNotFoundError
 from opusclip_track.data import Background, SyntheticVideoDataset
 from opusclip_track.metrics import MetricName, VideoMetrics, available_metrics
 from opusclip_track.metrics.collection import check_metric_names
+from opusclip_track.system import ThroughputMeter
 from opusclip_track.tracker import AdvancedExperimentTracker
 
 FVD_FRAMES = 16  # FVD's I3D is defined on 16-frame clips
@@ -259,13 +260,17 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     model.train()
     bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
+    meter = ThroughputMeter(window=cfg.log_every)  # perf/samples_per_s, perf/frames_per_s, perf/step_time_s
+    meter.reset()
     for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
         bar.update(1)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on after)
         loss, grad_norm = _train_step(model, batch.to(device, non_blocking=True), optimizer, scheduler,
                                       scaler, cfg.grad_clip, amp_dtype)
         window.append(loss)
+        throughput = meter.update(batch.shape[0], num_frames=batch.shape[0] * batch.shape[1])
         if step % cfg.log_every == 0 or step == total_steps:
+            tracker.log_metrics(throughput, step=step)
             logged_loss, window = torch.stack(window).mean(), []
             tracker.log_training_step(logged_loss, grad_norm=grad_norm, step=step, learning_rate=lr,
                                       clipped=(grad_norm > cfg.grad_clip).float() if cfg.grad_clip else None)

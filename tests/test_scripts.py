@@ -34,7 +34,7 @@ def test_quick_start_logs_losses_metrics_samples_system_and_a_loadable_best_chec
     acc = tensorboard_accumulator(run_dir)
     tags = acc.Tags()
     for key in ("train/loss", "train/learning_rate", "train/grad_norm", "val/loss", "video/psnr", "video/ssim",
-                "sys/cpu_percent", "sys/process_rss_gb"):
+                "sys/cpu_percent", "sys/process_rss_gb", "perf/samples_per_s", "perf/frames_per_s"):
         assert key in tags["scalars"], key
     assert [e.step for e in acc.Scalars("train/loss")][-1] == 4  # logged every log_every steps and at the end
     assert [e.step for e in acc.Scalars("video/psnr")] == [0, 2, 4]
