@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._dispatch import Dispatcher
 from .backends import Backend
 from .records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 from .store import RunStore
@@ -112,19 +114,40 @@ class BackendSlot:
     retry: list[Record] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
     reported: bool = False
+    start_failures: int = 0
+    next_start: float = 0.0  # time.monotonic() before which a failed start is not tried again
 
     def write(self, records: list[Record]) -> None:
         pending = self.retry + records
+        if not self.started and not self._start():
+            self.retry = pending[-MAX_RETRY_RECORDS:]  # kept for when it starts; the store has them anyway
+            return
         try:
-            if not self.started:
-                self.backend.start()
-                self.started = True
             failures = self.backend.write(pending)
-        except Exception as exc:  # start or flush failed: the whole batch waits for the next try
+        except Exception as exc:  # flush failed: the whole batch waits for the next try
             failures = [(r, exc) for r in pending]
         if self.retry and len(failures) < len(self.retry):
             log.warning("backend %r recovered: wrote records it had missed", self.backend.name)
         self._keep_for_retry(failures)
+
+    def _start(self) -> bool:
+        """Start the backend, at most once per back-off period (10 s, doubling to 5 min) after a failure."""
+        if time.monotonic() < self.next_start:
+            return False
+        try:
+            self.backend.start()
+            self.started = True
+            return True
+        except Exception as exc:
+            self.errors += 1
+            self.start_failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.next_start = time.monotonic() + min(300.0, 10.0 * 2 ** (self.start_failures - 1))
+            if not self.reported:
+                self.reported = True
+                log.warning("backend %r could not start (%s); its records stay in the local store and it will be "
+                            "tried again (reported once)", self.backend.name, self.last_error)
+            return False
 
     def _keep_for_retry(self, failures: list[tuple[Record, Exception]]) -> None:
         self.retry = []
@@ -163,20 +186,28 @@ class BackendSlot:
 
 
 class Pipeline:
-    """The worker's `process(batch)`: resolve, store, backends.
+    """The worker's `process(batch)`: resolve, write the store, then hand the batch to the backends' stage.
+
+    The backends run on a second thread (`fanout`, a `Dispatcher` of whole batches), so a slow backend (W&B
+    starting, a network stall) never delays the store: what was handed over is in SQLite within a flush
+    interval whatever the backends do. The fan-out stage is memory-bounded like the first one.
 
     Args:
         store: the run's local store (written first, always).
         slots: the enabled backends.
         media_dir: where encoded clips, images and tables are kept (`<run_dir>/media`).
+        flush_interval_s, max_bytes: the fan-out stage's wake-up period and memory bound.
     """
 
-    def __init__(self, store: RunStore, slots: list[BackendSlot], media_dir: Path) -> None:
+    def __init__(self, store: RunStore, slots: list[BackendSlot], media_dir: Path, *, flush_interval_s: float,
+                 max_bytes: int) -> None:
         self.store = store
         self.slots = slots
         self.prepare_media = MediaEncoder(media_dir)
         self.bad_records = 0
         self._bad_reported: set[str] = set()
+        self.fanout: Dispatcher[list[Record]] = Dispatcher(self._write_backends, flush_interval_s=flush_interval_s,
+                                                           max_bytes=max_bytes, name="opusclip-track-backends")
 
     def __call__(self, batch: list[Record]) -> None:
         records = self._resolve(batch)
@@ -189,8 +220,22 @@ class Pipeline:
                 self.store.update_config(rec.values)
         scalars, events = store_rows(records)
         self.store.write(scalars, events)
+        self.fanout.put(records, 256 * len(records) + sum(_media_bytes(r) for r in records))
+
+    def _write_backends(self, batches: list[list[Record]]) -> None:
+        records = [record for batch in batches for record in batch]
         for slot in self.slots:
             slot.write(records)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the backends' stage has written everything the store has."""
+        return self.fanout.flush(timeout)
+
+    def close(self) -> None:
+        """Drain the backends' stage, then close every backend."""
+        self.fanout.close()
+        for slot in self.slots:
+            slot.close()
 
     def _resolve(self, batch: list[Record]) -> list[Record]:
         scalars = [r for r in batch if isinstance(r, Scalars)]
@@ -278,6 +323,12 @@ class MediaEncoder:
             stem = f"{safe}_step{record.step:08d}_{n}"
             n += 1
         return stem
+
+
+def _media_bytes(record: Record) -> int:
+    if isinstance(record, Media):
+        return sum(len(b) for b in record.encoded.values())
+    return 0
 
 
 def _wait_for_copy(payload: Any) -> Any:

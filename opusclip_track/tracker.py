@@ -96,7 +96,8 @@ class AdvancedExperimentTracker:
                                  ("wandb", cfg.use_wandb and cfg.wandb_mode != "disabled")) if on]
         names += [n for n in cfg.backends if n not in names]
         slots = [BackendSlot(get_backend_class(n)(cfg, self.run_dir, self._run_config)) for n in names]
-        self._pipeline = Pipeline(self._store, slots, self.run_dir / "media")
+        self._pipeline = Pipeline(self._store, slots, self.run_dir / "media", flush_interval_s=cfg.flush_interval_s,
+                                  max_bytes=cfg.max_queue_bytes)
         self._dispatcher = Dispatcher(self._pipeline, flush_interval_s=cfg.flush_interval_s,
                                       max_bytes=cfg.max_queue_bytes)
         _register(self)
@@ -532,7 +533,11 @@ class AdvancedExperimentTracker:
         """Wait until everything logged so far is in the store and every backend. False on timeout."""
         if self._dispatcher is None or self._closed:
             return True
-        return self._dispatcher.flush(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._dispatcher.flush(timeout):  # into the store ...
+            return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._pipeline.flush(remaining)  # ... and through every backend
 
     def close(self) -> None:
         """Flush, stop the worker, close the backends and the store. Idempotent; atexit/SIGTERM call it."""
@@ -546,9 +551,8 @@ class AdvancedExperimentTracker:
         if self._checkpoints is not None:
             self._checkpoints.close()  # pending async writes finish before the artifact is logged
             self._log_best_checkpoint_artifact()
-        self._dispatcher.close()
-        for slot in self._pipeline.slots:
-            slot.close()
+        self._dispatcher.close()  # everything into the store ...
+        self._pipeline.close()  # ... and through the backends
         self._store.set_meta({"status": "finished", "finished_at": time.time(),
                               "backend_errors": self.backend_errors,
                               "backend_gave_up": {s.backend.name: s.given_up for s in self._pipeline.slots},

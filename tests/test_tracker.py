@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,61 @@ def test_a_failing_backend_loses_nothing_and_does_not_stop_the_others(
     assert [v for _, v in scalars("tensorboard", tracker.run_dir)["loss"]] == list(range(200))
     reports = [r for r in caplog.records if "exploding" in r.getMessage() and "retried" in r.getMessage()]
     assert len(reports) == 1, "a failing backend is reported once, not once per record"
+
+
+class SlowStartBackend(Backend):
+    """A backend that takes seconds to start (like a W&B run reaching its server)."""
+
+    name = "slow"
+    started = threading.Event()
+
+    def start(self) -> None:
+        time.sleep(3.0)
+        SlowStartBackend.started.set()
+
+    def log_scalars(self, records: object) -> None:
+        pass
+
+    def log_hparams(self, record: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NeverStartsBackend(ExplodingBackend):
+    name = "never"
+
+    def start(self) -> None:
+        raise ConnectionError("no route to the tracking server")
+
+
+def test_a_slow_backend_does_not_delay_the_store(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, "slow", f"{__name__}:SlowStartBackend")
+    with make(runs_dir, backends=["slow"], flush_interval_s=0.1) as tracker:
+        tracker.log_metrics({"loss": 1.0}, step=0)
+        time.sleep(0.5)  # the first batch is stored; the backend is now starting (3 s)
+        tracker.log_metrics({"loss": 2.0}, step=1)
+        time.sleep(0.7)  # well past the flush interval, while the slow backend is still starting
+        assert not SlowStartBackend.started.is_set()
+        stored = [v for _, _, v in RunStore(tracker.run_dir).history("loss")]
+        assert stored == [1.0, 2.0], "the store did not wait for the backend"
+    assert SlowStartBackend.started.is_set()
+    assert [v for _, v in scalars("tensorboard", tracker.run_dir)["loss"]] == [1.0, 2.0]
+
+
+def test_a_backend_that_cannot_start_is_reported_once_and_the_others_go_on(
+        runs_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(REGISTRY, "never", f"{__name__}:NeverStartsBackend")
+    with make(runs_dir, backends=["never"], flush_interval_s=0.05) as tracker:
+        for step in range(50):
+            tracker.log_metrics({"loss": step}, step=step)
+            tracker.flush()
+    assert [v for _, _, v in RunStore(tracker.run_dir).history("loss")] == list(range(50))
+    assert [v for _, v in scalars("tensorboard", tracker.run_dir)["loss"]] == list(range(50))
+    reports = [r for r in caplog.records if "could not start" in r.getMessage()]
+    assert len(reports) == 1 and "no route" in reports[0].getMessage()
+    assert tracker.backend_errors["never"] == 1, "a failed start is not retried on every batch (back-off)"
 
 
 def test_a_bad_record_does_not_kill_the_worker(runs_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
