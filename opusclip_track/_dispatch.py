@@ -1,4 +1,6 @@
-"""The async pipeline: a bounded hand-off from the caller's threads to one background worker.
+"""The async hand-off: bounded, from any number of producer threads to one background worker thread.
+
+The tracker uses two: callers -> the store worker, and the store worker -> the backends' worker.
 
 Concurrency reasoning, in short:
 

@@ -1,7 +1,8 @@
 """`AdvancedExperimentTracker`: the facade a training or generation loop calls.
 
 Every `log_*` method runs in the caller's thread and only checks, stamps and hands over (see
-`_dispatch.py`); conversion, the local store and the backends run on one background worker.
+`_dispatch.py`); a background worker converts values, encodes media and writes the local store, then
+hands each batch to a second stage that writes the backends (`_pipeline.py`).
 """
 
 from __future__ import annotations
