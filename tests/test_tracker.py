@@ -241,6 +241,27 @@ def test_sigkill_after_the_flush_interval_loses_nothing(runs_dir: Path, tmp_path
     assert len(store.history("lr")) == 1000
 
 
+def test_a_script_that_forgets_close_loses_nothing(runs_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "no_close.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from opusclip_track import AdvancedExperimentTracker, TrackingConfig
+        tracker = AdvancedExperimentTracker(TrackingConfig(
+            experiment_name="no-close", log_dir={str(runs_dir)!r}, use_wandb=False, flush_interval_s=30))
+        for step in range(300):
+            tracker.log_metrics({{"loss": step}}, step=step)
+        print(tracker.run_dir, flush=True)
+        # no close(): the atexit hook closes the tracker
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip())
+    store = RunStore(run_dir)
+    assert len(store.history("loss")) == 300 and store.meta()["status"] == "finished"
+    assert len(scalars("tensorboard", run_dir)["loss"]) == 300
+
+
 def test_sigterm_closes_the_tracker(runs_dir: Path, tmp_path: Path) -> None:
     script = tmp_path / "terminated.py"
     script.write_text(textwrap.dedent(f"""
