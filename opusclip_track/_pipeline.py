@@ -22,7 +22,7 @@ import torch
 
 from ._dispatch import Dispatcher
 from .backends import Backend
-from .records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
+from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 from .store import RunStore
 
 log = logging.getLogger("opusclip_track")
@@ -90,6 +90,8 @@ def store_rows(records: Sequence[Record]) -> tuple[list[tuple[str, int, float, f
                            str(main) if main else None))
         elif isinstance(r, ConfigUpdate):
             events.append(("config", "config", None, r.wall_time, r.values, None))
+        elif isinstance(r, Graph):
+            events.append(("graph", r.name, None, r.wall_time, {"num_nodes": r.num_nodes}, None))
         elif isinstance(r, Artifact):
             events.append(("artifact", r.name, None, r.wall_time,
                            {"type": r.type, "aliases": r.aliases, **r.metadata}, str(r.path)))

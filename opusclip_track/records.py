@@ -100,6 +100,16 @@ class ConfigUpdate:
 
 
 @dataclass(slots=True)
+class Graph:
+    """A model's computation graph (a serialised TensorBoard `GraphDef`), traced on the caller's thread."""
+
+    name: str
+    graph_def: bytes
+    num_nodes: int
+    wall_time: float = 0.0
+
+
+@dataclass(slots=True)
 class Rewind:
     """A resumed run restarts at `step`: what was logged at steps >= `step` before is superseded."""
 
@@ -107,4 +117,4 @@ class Rewind:
     wall_time: float = 0.0
 
 
-Record = Scalars | Hparams | Text | Histogram | Media | Artifact | ConfigUpdate | Rewind
+Record = Scalars | Hparams | Text | Histogram | Media | Artifact | ConfigUpdate | Graph | Rewind

@@ -31,7 +31,7 @@ from .diagnostics import ModelWatcher, model_architecture_summary, training_step
 from .distributed import rank_zero_only, refresh_rank
 from .environment import capture_environment
 from .media import ImageLayout, VideoLayout
-from .records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
+from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 from .store import RunStore, list_runs
 from .system import SystemMonitor
 
@@ -459,12 +459,22 @@ class AdvancedExperimentTracker:
         self._watchers.append(watcher)
         return watcher
 
-    def log_model_architecture(self, model: torch.nn.Module, name: str = "model") -> dict[str, int]:
-        """Log the module tree as text and parameter counts into the run config; returns the counts."""
+    def log_model_architecture(self, model: torch.nn.Module, name: str = "model",
+                               graph_input: Any = None) -> dict[str, int]:
+        """Log the module tree as text and parameter counts into the run config; returns the counts.
+
+        Args:
+            model: the module.
+            name: prefix of what is logged (`<name>/architecture`, `<name>_parameters`).
+            graph_input: an example input (a tensor or a tuple of them): when given, the model is traced
+                (on this thread, once) and its graph shown in TensorBoard's Graphs tab.
+        """
         tree, counts = model_architecture_summary(model)
         if self._dispatcher is not None:
             self.log_text(f"{name}/architecture", f"```\n{tree}\n```")
             self.update_config({f"{name}_parameters": counts})
+            if graph_input is not None:
+                self._put(_trace_graph(name, model, graph_input), 1 << 16)
         return counts
 
     # ---- checkpoints ---------------------------------------------------------------------------------
@@ -591,6 +601,18 @@ def _scalar_tensor(key: str, value: torch.Tensor) -> Any:
     # On an accelerator: detach and clone on its own device (an async kernel, no sync); the worker reads
     # all of a batch's device values in one transfer.
     return value.detach().clone()
+
+
+def _trace_graph(name: str, model: torch.nn.Module, example: Any) -> Graph:
+    import warnings
+
+    from torch.utils.tensorboard._pytorch_graph import graph
+
+    inputs = example if isinstance(example, tuple) else (example,)
+    with warnings.catch_warnings():  # torch.jit tracing is deprecated upstream but is what TensorBoard reads
+        warnings.simplefilter("ignore", FutureWarning)
+        graph_def, _ = graph(model, inputs)
+    return Graph(name, graph_def.SerializeToString(), len(graph_def.node), time.time())
 
 
 def _host_copy(x: Any) -> Any:

@@ -92,6 +92,19 @@ def test_model_architecture_system_status_and_environment(runs_dir: Path) -> Non
     assert environment["seed"] == 7 and environment["torch"] == torch.__version__
 
 
+def test_model_graph_reaches_tensorboards_graphs_tab(runs_dir: Path) -> None:
+    from tensorboard.compat.proto.graph_pb2 import GraphDef
+
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1))
+    with make(runs_dir) as tracker:
+        tracker.log_model_architecture(model, graph_input=torch.rand(1, 3, 4, 8, 8))
+    graph = tensorboard_accumulator(tracker.run_dir).Graph()
+    assert isinstance(graph, GraphDef)
+    ops = {node.op for node in graph.node}
+    assert any("conv" in op.lower() for op in ops) and any("relu" in op.lower() for op in ops)
+    assert RunStore(tracker.run_dir).events("graph")[0]["data"]["num_nodes"] == len(graph.node)
+
+
 def test_the_system_monitor_samples_at_the_configured_rate(runs_dir: Path) -> None:
     import time
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..records import Artifact, ConfigUpdate, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
+from ..records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
 
 if TYPE_CHECKING:
     from ..config import TrackingConfig
@@ -54,6 +54,9 @@ class Backend(ABC):
 
     def log_media(self, record: Media) -> None:
         """Write an encoded clip, image, figure or table. Default: ignored."""
+
+    def log_graph(self, record: Graph) -> None:
+        """Show a model's computation graph. Default: ignored."""
 
     def log_artifact(self, record: Artifact) -> None:
         """Version a file (checkpoint, table). Default: ignored."""
@@ -107,6 +110,8 @@ class Backend(ABC):
             self.log_artifact(record)
         elif isinstance(record, ConfigUpdate):
             self.update_config(record.values)
+        elif isinstance(record, Graph):
+            self.log_graph(record)
         elif isinstance(record, Rewind):
             self.rewind(record.step)
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from ..records import Histogram, Hparams, Media, Scalars, Text
+from ..records import Graph, Histogram, Hparams, Media, Scalars, Text
 from .base import Backend, flatten
 
 _file_counter = itertools.count()
@@ -116,6 +116,9 @@ class TensorBoardBackend(Backend):
         for key, value in values.items():
             self.log_text(Text(f"config/{key}", _markdown_table(flatten(value) if isinstance(value, dict)
                                                                else {key: value}), 0, time.time()))
+
+    def log_graph(self, record: Graph) -> None:
+        self._file.write(self._Event(wall_time=record.wall_time, graph_def=record.graph_def))
 
     def rewind(self, step: int) -> None:
         # TensorBoard's own restart marker: readers drop earlier events at steps >= `step` (as
