@@ -220,20 +220,26 @@ def test_a_bad_record_does_not_kill_the_worker(runs_dir: Path, caplog: pytest.Lo
     assert any("could not be converted" in r.getMessage() for r in caplog.records)
 
 
-def test_sigkill_after_the_flush_interval_loses_nothing(runs_dir: Path, tmp_path: Path) -> None:
-    script = tmp_path / "killed.py"
-    script.write_text(textwrap.dedent(f"""
+def logging_script(path: Path, runs_dir: Path, *, steps: int, flush_interval_s: float, then: str) -> Path:
+    """A script that logs `loss` (and `lr`) for `steps` steps, prints its run dir, then runs `then`."""
+    path.write_text(textwrap.dedent(f"""
         import os, signal, sys, time
         sys.path.insert(0, {str(REPO)!r})
         from opusclip_track import AdvancedExperimentTracker, TrackingConfig
-        tracker = AdvancedExperimentTracker(TrackingConfig(
-            experiment_name="killed", log_dir={str(runs_dir)!r}, use_wandb=False, flush_interval_s=0.2))
-        for step in range(1000):
+        tracker = AdvancedExperimentTracker(TrackingConfig(experiment_name={path.stem!r}, log_dir={str(runs_dir)!r},
+                                                           use_wandb=False, flush_interval_s={flush_interval_s}))
+        for step in range({steps}):
             tracker.log_metrics({{"loss": step, "lr": 0.1}}, step=step)
         print(tracker.run_dir, flush=True)
+    """) + textwrap.dedent(then))
+    return path
+
+
+def test_sigkill_after_the_flush_interval_loses_nothing(runs_dir: Path, tmp_path: Path) -> None:
+    script = logging_script(tmp_path / "killed.py", runs_dir, steps=1000, flush_interval_s=0.2, then="""
         time.sleep(1.0)  # well past the flush interval
         os.kill(os.getpid(), signal.SIGKILL)
-    """))
+    """)
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL
     store = RunStore(Path(proc.stdout.strip()))
@@ -242,18 +248,8 @@ def test_sigkill_after_the_flush_interval_loses_nothing(runs_dir: Path, tmp_path
 
 
 def test_a_script_that_forgets_close_loses_nothing(runs_dir: Path, tmp_path: Path) -> None:
-    script = tmp_path / "no_close.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO)!r})
-        from opusclip_track import AdvancedExperimentTracker, TrackingConfig
-        tracker = AdvancedExperimentTracker(TrackingConfig(
-            experiment_name="no-close", log_dir={str(runs_dir)!r}, use_wandb=False, flush_interval_s=30))
-        for step in range(300):
-            tracker.log_metrics({{"loss": step}}, step=step)
-        print(tracker.run_dir, flush=True)
-        # no close(): the atexit hook closes the tracker
-    """))
+    script = logging_script(tmp_path / "no_close.py", runs_dir, steps=300, flush_interval_s=30,
+                            then="# no close(): the atexit hook closes the tracker\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.strip())
@@ -263,18 +259,8 @@ def test_a_script_that_forgets_close_loses_nothing(runs_dir: Path, tmp_path: Pat
 
 
 def test_sigterm_closes_the_tracker(runs_dir: Path, tmp_path: Path) -> None:
-    script = tmp_path / "terminated.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(REPO)!r})
-        from opusclip_track import AdvancedExperimentTracker, TrackingConfig
-        tracker = AdvancedExperimentTracker(TrackingConfig(
-            experiment_name="term", log_dir={str(runs_dir)!r}, use_wandb=False, flush_interval_s=30))
-        for step in range(100):
-            tracker.log_metrics({{"loss": step}}, step=step)
-        print(tracker.run_dir, flush=True)
-        time.sleep(60)
-    """))
+    script = logging_script(tmp_path / "terminated.py", runs_dir, steps=100, flush_interval_s=30,
+                            then="time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     run_dir = Path(proc.stdout.readline().strip())
