@@ -285,6 +285,8 @@ class MediaEncoder:
 
     def __init__(self, media_dir: Path) -> None:
         self.media_dir = media_dir
+        # Stems already used (files of a resumed run included): one listing here, not one per clip.
+        self._used = {p.stem for p in media_dir.iterdir()} if media_dir.is_dir() else set()
 
     def __call__(self, record: Media) -> None:
         from . import media
@@ -321,9 +323,10 @@ class MediaEncoder:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.name).strip("_") or record.kind
         stem = f"{safe}_step{record.step:08d}"
         n = 1
-        while any(self.media_dir.glob(f"{stem}.*")):  # the same name logged twice at one step
+        while stem in self._used:  # the same name logged twice at one step
             stem = f"{safe}_step{record.step:08d}_{n}"
             n += 1
+        self._used.add(stem)
         return stem
 
 
