@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from opusclip_track._checks import check_int, is_int
 from opusclip_track.media import read_video, video_info
 
 Background = Literal["none", "texture"]
@@ -31,15 +32,10 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 def _as_size(size: int | Sequence[int], name: str = "size") -> tuple[int, int]:
     """`64` or `(48, 64)` -> `(H, W)`, both positive."""
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in hw):
+    if len(hw) != 2 or not all(is_int(s) and s > 0 for s in hw):
         raise ValueError(f"{name}: expected a positive int or a (height, width) pair of positive ints, "
                          f"received {size!r}")
     return hw  # type: ignore[return-value]
-
-
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, received {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -142,14 +138,13 @@ class SyntheticVideoDataset(Dataset[Tensor]):
     def __init__(self, num_clips: int = 256, num_frames: int = 16, size: int | tuple[int, int] = 64,
                  num_shapes: int = 3, channels: int = 3, background: Background = "none",
                  seed: int = 0) -> None:
-        _check_positive_int("num_clips", num_clips)
-        _check_positive_int("num_frames", num_frames)
-        _check_positive_int("num_shapes", num_shapes)
-        _check_positive_int("channels", channels)
+        check_int("num_clips", num_clips, minimum=1)
+        check_int("num_frames", num_frames, minimum=1)
+        check_int("num_shapes", num_shapes, minimum=1)
+        check_int("channels", channels, minimum=1)
         if background not in ("none", "texture"):
             raise ValueError(f"background: expected 'none' or 'texture', received {background!r}")
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed: expected an int >= 0, received {seed!r}")
+        check_int("seed", seed, minimum=0)
         self.size = _as_size(size)
         if min(self.size) < 8:
             raise ValueError(f"size: expected frames of at least 8x8 pixels, received {self.size}")
@@ -208,8 +203,8 @@ class VideoFolderDataset(Dataset[Tensor]):
     def __init__(self, root: str | Path, *, clip_length: int = 16, stride: int = 8,
                  size: tuple[int, int] | int | None = 64,
                  extensions: Sequence[str] = VIDEO_EXTENSIONS) -> None:
-        _check_positive_int("clip_length", clip_length)
-        _check_positive_int("stride", stride)
+        check_int("clip_length", clip_length, minimum=1)
+        check_int("stride", stride, minimum=1)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"root: expected an existing folder of videos, received {str(root)!r}")

@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from opusclip_track.metrics._input import ValueRange, check_bounds, check_value_range
+from opusclip_track._checks import (
+    ValueRange,
+    argument_error,
+    check_bounds,
+    check_int,
+    check_value_range,
+    is_int,
+    is_number,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,17 +110,14 @@ def video_info(path: PathLike) -> dict[str, float | int]:
 
 def _check_read_args(start_frame: int, num_frames: int | None, fps: float | None,
                      size: tuple[int, int] | None) -> None:
-    if isinstance(start_frame, bool) or not isinstance(start_frame, int) or start_frame < 0:
-        raise ValueError(f"start_frame: expected an int >= 0, received {start_frame!r}")
-    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int)
-                                   or num_frames < 1):
-        raise ValueError(f"num_frames: expected None or an int >= 1, received {num_frames!r}")
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0
-                            or not np.isfinite(fps)):
-        raise ValueError(f"fps: expected None or a finite number > 0, received {fps!r}")
-    if size is not None and not (isinstance(size, tuple | list) and len(size) == 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
-        raise ValueError(f"size: expected None or (height, width) of positive ints, received {size!r}")
+    check_int("start_frame", start_frame, minimum=0)
+    if num_frames is not None and (not is_int(num_frames) or num_frames < 1):
+        raise argument_error("num_frames", "None or an int >= 1", num_frames)
+    if fps is not None and (not is_number(fps, finite=True) or not fps > 0):
+        raise argument_error("fps", "None or a finite number > 0", fps)
+    if size is not None and not (isinstance(size, tuple | list) and len(size) == 2
+                                 and all(is_int(s) and s > 0 for s in size)):
+        raise argument_error("size", "None or (height, width) of positive ints", size)
 
 
 def _source_indices(start_frame: int, num_frames: int | None, src_fps: float, fps: float | None,
@@ -421,8 +426,7 @@ def make_image_grid(
     Raises:
         TypeError, ValueError: as `check_image`, plus out-of-range floats and `nrow` < 1.
     """
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow: expected an int >= 1, received {nrow!r}")
+    check_int("nrow", nrow, minimum=1)
     check_image(images, layout=layout, name=name)
     batch = _to_uint8(_to_canonical(images, layout, "BCHW"), value_range, name=name)
     cols = min(nrow, batch.shape[0])
@@ -481,8 +485,8 @@ def _check_uint8_rgb(x: np.ndarray, *, name: str, axes: str, producer: str) -> N
 
 
 def _check_fps(fps: float) -> None:
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not (0 < fps < 1000):
-        raise ValueError(f"fps: expected a number in (0, 1000), received {fps!r}")
+    if not is_number(fps) or not (0 < fps < 1000):
+        raise argument_error("fps", "a number in (0, 1000)", fps)
 
 
 def _pad_to_even(frames: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from typing import Any
 import psutil
 import torch
 
+from opusclip_track._checks import check_int, is_int, is_number
+
 logger = logging.getLogger(__name__)
 
 _GIB = float(1 << 30)
@@ -27,10 +29,6 @@ _MIB = float(1 << 20)
 # NVML reports memory in bytes and power in milliwatts.
 _MW_PER_W = 1000.0
 _CPU_COUNT = psutil.cpu_count() or 1
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---- counters whose rate is taken between two samples -----------------------------------------------
@@ -202,7 +200,7 @@ def _check_device_index(device_index: int | Sequence[int] | None) -> tuple[int, 
     if device_index is None:
         return None
     indices = (device_index,) if isinstance(device_index, int) else tuple(device_index)
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+    if not all(is_int(i) and i >= 0 for i in indices):
         raise ValueError("SystemMonitor.device_index: expected None, a GPU index >= 0 or a sequence of them, "
                          f"received {device_index!r}")
     return indices
@@ -237,7 +235,7 @@ class SystemMonitor:
                  device_index: int | Sequence[int] | None = None) -> None:
         if not callable(emit):
             raise TypeError(f"SystemMonitor.emit: expected a callable, received {type(emit).__name__}")
-        if not _is_number(interval_s) or not interval_s > 0:
+        if not is_number(interval_s) or not interval_s > 0:
             raise ValueError("SystemMonitor.interval_s: expected a number of seconds > 0, "
                              f"received {interval_s!r}")
         self._emit = emit
@@ -365,8 +363,7 @@ class ThroughputMeter:
     """
 
     def __init__(self, window: int = 50) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"ThroughputMeter.window: expected an int >= 1, received {window!r}")
+        check_int("ThroughputMeter.window", window, minimum=1)
         self._window = window
         # (time, samples, frames) of each step end; the oldest entry is the start of the window.
         self._steps: deque[tuple[float, float, float]] = deque()
@@ -393,10 +390,10 @@ class ThroughputMeter:
         Returns:
             What `compute()` returns.
         """
-        if not _is_number(num_samples) or num_samples < 0:
+        if not is_number(num_samples) or num_samples < 0:
             raise ValueError("ThroughputMeter.update num_samples: expected a number >= 0, "
                              f"received {num_samples!r}")
-        if num_frames is not None and (not _is_number(num_frames) or num_frames < 0):
+        if num_frames is not None and (not is_number(num_frames) or num_frames < 0):
             raise ValueError(f"ThroughputMeter.update num_frames: expected None or a number >= 0, "
                              f"received {num_frames!r}")
         frames = 0.0 if num_frames is None else float(num_frames)

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_pair
+from opusclip_track._checks import ValueRange, check_value_range
+from opusclip_track.metrics._input import prepare_pair
 
 # (generated, reference) prepared float (B, T, C, H, W) in [0, 1] -> (B, T) float64 scores.
 FrameScoreFn = Callable[[Tensor, Tensor], Tensor]

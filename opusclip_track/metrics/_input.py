@@ -9,34 +9,14 @@ metric code below it only ever sees one layout.
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from torch import Tensor
 
-ValueRange = tuple[float, float]
+from opusclip_track._checks import ValueRange, check_bounds, check_value_range
 
-# Float inputs may overshoot their range by this much (in units of the range's span): decoders, resampling
-# and float16 rounding produce values like 1.0002, which are not a caller's mistake.
-RANGE_SLOP = 1e-3
 # Channels-first is required; a channels-last clip (T, H, W, 3) would otherwise be read as C=H.
 ALLOWED_CHANNELS = (1, 3)
-
-
-def check_value_range(value_range: ValueRange, *, name: str = "value_range") -> ValueRange:
-    """Validate a `(low, high)` pair and return it as floats.
-
-    Raises:
-        ValueError: when it is not two finite numbers with low < high.
-    """
-    try:
-        low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a (low, high) pair of numbers such as (0.0, 1.0) or (-1.0, 1.0), "
-                         f"received {value_range!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"{name}: expected finite low < high, received {value_range!r}")
-    return low, high
 
 
 def prepare_videos(x: Tensor, *, name: str, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
@@ -101,20 +81,6 @@ def _check_range(video: Tensor, *, name: str, low: float, high: float) -> bool:
     lo, hi = torch.stack(torch.aminmax(video)).tolist()
     check_bounds(lo, hi, name=name, low=low, high=high)
     return low <= lo and hi <= high
-
-
-def check_bounds(lo: float, hi: float, *, name: str, low: float, high: float) -> None:
-    """Raise when the observed minimum/maximum leave `[low, high]` by more than `RANGE_SLOP`, or are NaN.
-
-    The one judgement of float ranges, shared by the metrics (torch) and the media encoders (numpy).
-    """
-    slop = RANGE_SLOP * (high - low)
-    if lo != lo or hi != hi:  # NaN propagates through min/max
-        raise ValueError(f"{name}: expected finite values in [{low:g}, {high:g}], received NaN")
-    if lo < low - slop or hi > high + slop:
-        raise ValueError(f"{name}: expected values in value_range [{low:g}, {high:g}], received values in "
-                         f"[{lo:.4g}, {hi:.4g}] (pass value_range=(-1.0, 1.0) for tanh outputs, or uint8 "
-                         f"for 0-255 frames)")
 
 
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64}

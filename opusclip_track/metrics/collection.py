@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from opusclip_track._checks import ValueRange, check_value_range
 from opusclip_track.metrics._framewise import FramewiseMetric
-from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_pair
+from opusclip_track.metrics._input import prepare_pair
 from opusclip_track.metrics.psnr import MSE_FLOOR, PSNR
 from opusclip_track.metrics.ssim import SSIM, ssim_protocol
 from opusclip_track.metrics.temporal import TemporalFlicker

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from opusclip_track.metrics._input import ValueRange, check_value_range, frames, prepare_videos
+from opusclip_track._checks import ValueRange, check_value_range
+from opusclip_track.metrics._input import frames, prepare_videos
 from opusclip_track.metrics.frechet import VideoFrechetDistance, frechet_distance_from_features
 from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
 

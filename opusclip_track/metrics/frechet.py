@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_videos
+from opusclip_track._checks import ValueRange, check_value_range
+from opusclip_track.metrics._input import prepare_videos
 
 
 def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor, *,

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from opusclip_track.metrics._input import ValueRange, prepare_videos
+from opusclip_track._checks import ValueRange
+from opusclip_track.metrics._input import prepare_videos
 from opusclip_track.metrics.frechet import VideoFrechetDistance, frechet_distance_from_features
 from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
 

@@ -19,8 +19,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from opusclip_track._checks import ValueRange
 from opusclip_track.metrics._framewise import FramewiseMetric, _curve, _mean
-from opusclip_track.metrics._input import ValueRange, frames, prepare_pair
+from opusclip_track.metrics._input import frames, prepare_pair
 from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
 
 LpipsNet = Literal["alex", "vgg"]

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from opusclip_track._checks import ValueRange
 from opusclip_track.metrics._framewise import FramewiseMetric, _curve, _mean
-from opusclip_track.metrics._input import ValueRange, prepare_pair
+from opusclip_track.metrics._input import prepare_pair
 
 # A frame copied exactly (e.g. a conditioning frame in video prediction) has MSE 0 and an infinite PSNR,
 # which would make the whole average infinite; flooring the MSE caps one frame at 100 dB instead.

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from opusclip_track._checks import ValueRange
 from opusclip_track.metrics._framewise import FramewiseMetric, _curve, _mean
-from opusclip_track.metrics._input import ValueRange, frames, prepare_pair
+from opusclip_track.metrics._input import frames, prepare_pair
 
 SIGMA = 1.5
 TRUNCATE = 3.5  # scipy.ndimage.gaussian_filter's default, which scikit-image uses

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from opusclip_track.metrics._input import ValueRange, check_value_range, prepare_pair
+from opusclip_track._checks import ValueRange, check_value_range
+from opusclip_track.metrics._input import prepare_pair
 
 
 def _temporal_update(gen: Tensor, ref: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
