@@ -82,7 +82,7 @@ def _add_eval(subparsers: Any) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of `eval`: score the folders, print a table, optionally write JSON."""
-    from opusclip_track.metrics.folders import evaluate_folders  # keeps `--help` fast
+    from opusclip_track.evaluate import evaluate_folders  # keeps `--help` fast
 
     report = evaluate_folders(args.generated, args.reference, metrics=args.metrics, num_frames=args.num_frames,
                               size=args.size, batch_size=args.batch_size, weights_dir=args.weights_dir,

@@ -22,7 +22,6 @@ from opusclip_track.metrics.collection import (
     higher_is_better,
 )
 from opusclip_track.metrics.fid import FID, InceptionScore, fid, inception_score, load_inception
-from opusclip_track.metrics.folders import VideoPair, evaluate_folders, pair_video_files
 from opusclip_track.metrics.frechet import (
     FrechetDistance,
     VideoFrechetDistance,
@@ -60,7 +59,6 @@ __all__ = [
     # weights
     "REGISTRY", "MissingWeightsError", "WeightsChecksumError", "WeightsFile",
     "download_weights", "find_weights", "resolve_weights", "verify_weights",
-    # collection and folders
+    # collection
     "DEFAULT_METRICS", "METRIC_NAMES", "MetricName", "VideoMetrics", "available_metrics", "higher_is_better",
-    "VideoPair", "evaluate_folders", "pair_video_files",
 ]

@@ -1,6 +1,12 @@
 """Evaluate a folder of generated videos against a folder of references, paired by file name.
 
-What `opusclip-track eval` runs; importable for notebooks and scripts.
+What `opusclip-track eval` runs; importable for notebooks and scripts. It sits above both halves it joins:
+`media` decodes the files and `metrics` scores them, and neither of those imports this module.
+
+Example:
+    >>> from opusclip_track.evaluate import evaluate_folders
+    >>> report = evaluate_folders("samples/", "real/", metrics=("psnr", "ssim"))  # doctest: +SKIP
+    >>> report["metrics"]  # {"video/psnr": 28.8, "video/ssim": 0.54}  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from opusclip_track.media import read_video
 from opusclip_track.metrics.collection import MetricName, VideoMetrics
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif"})
@@ -75,9 +82,6 @@ def _preview(names: list[str], limit: int = 5) -> str:
 
 def _read_pair(pair: VideoPair, *, num_frames: int | None,
                size: tuple[int, int] | None) -> tuple[Tensor, Tensor]:
-    # Imported here: media imports the metrics package, so a module-level import would be circular.
-    from opusclip_track.media import read_video
-
     clips = []
     for role, path in (("generated", pair.generated), ("reference", pair.reference)):
         try:
