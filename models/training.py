@@ -21,9 +21,9 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from models import FramePredictor, ModelName, build_model
 from opusclip_track.checkpoint import CheckpointNotFoundError
+from opusclip_track.config import SEED_API_FIELDS, TrackingConfig
 from opusclip_track.data import Background, SyntheticVideoDataset
 from opusclip_track.metrics import MetricName, VideoMetrics, available_metrics
 from opusclip_track.metrics.collection import check_metric_names
@@ -81,6 +82,11 @@ class TrainConfig:
     weights_dir: str | None = None  # searched first for LPIPS/FID/FVD weights
     resume: bool = False  # continue from the tracker's latest checkpoint of this run
 
+    # The names researchers bring (TrackingConfig's original API, W&B sweeps) -> the field they set. The recipe
+    # saves a checkpoint at every evaluation, so a checkpoint frequency sets `eval_every`.
+    ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "max_epochs": "epochs", "log_frequency": "log_every",
+                                         "save_frequency": "eval_every"}
+
     def __post_init__(self) -> None:
         positive = ("context_frames", "future_frames", "image_size", "train_clips", "val_clips", "epochs",
                     "batch_size", "log_every", "eval_every")
@@ -88,18 +94,81 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name}: expected an int >= 1, received {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
             raise ValueError(f"TrainConfig.max_steps: expected None or an int >= 1, "
                              f"received {self.max_steps!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "sample_clips"):
+        for name in ("lr", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "sample_clips",
+                     "sample_fps"):
             value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"TrainConfig.{name}: expected a number >= 0, received {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"TrainConfig.{name}: expected a finite number >= 0, received {value!r}")
         self.metrics = check_metric_names(self.metrics, name="TrainConfig.metrics")
+
+    @classmethod
+    def resolve_aliases(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """`data` with every alias (`ALIASES`, e.g. `learning_rate`) renamed to its field (`lr`).
+
+        Raises:
+            ValueError: for a key that is neither a field nor an alias (the message lists both), or for an
+                alias given together with its field.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"TrainConfig: expected a mapping of settings, received {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in fields and k not in cls.ALIASES)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown setting(s) {unknown}; expected some of {sorted(fields)} "
+                             f"or the aliases {sorted(cls.ALIASES)}")
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            name = cls.ALIASES.get(key, key)
+            if name in out:
+                raise ValueError(f"TrainConfig: {key!r} is an alias of {name!r}; received both, give one")
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], tracking: TrackingConfig | None = None) -> TrainConfig:
+        """Build from a mapping that may use the aliases in `ALIASES` (`learning_rate`, `max_epochs`, ...).
+
+        Args:
+            data: Settings by field name or alias; a list of metrics (as YAML gives) is accepted.
+            tracking: A `TrackingConfig` whose recipe fields (`learning_rate`, `batch_size`, ...) are applied
+                where set; one that `data` sets to another value raises `ValueError` naming both.
+
+        Example:
+            >>> TrainConfig.from_dict({"learning_rate": 3e-4, "max_epochs": 2}).lr
+            0.0003
+        """
+        settings = cls.resolve_aliases(data)
+        for name, value in (tracking_settings(tracking) if tracking is not None else {}).items():
+            if name in settings and settings[name] != value:
+                raise ValueError(f"TrainConfig.{name}={settings[name]!r} conflicts with TrackingConfig."
+                                 f"{_TRACKING_NAMES[name]}={value!r}; set one of them")
+            settings[name] = value
+        if isinstance(settings.get("metrics"), list):
+            settings["metrics"] = tuple(settings["metrics"])
+        return cls(**settings)
 
     @property
     def clip_frames(self) -> int:
         return self.context_frames + self.future_frames
+
+
+# TrainConfig field -> the TrackingConfig field (original API) that sets it.
+_TRACKING_NAMES = {TrainConfig.ALIASES.get(name, name): name for name in SEED_API_FIELDS}
+
+
+def tracking_settings(tracking: TrackingConfig) -> dict[str, Any]:
+    """The recipe settings `tracking` sets (its original-API fields that are not None), by TrainConfig name.
+
+    Example:
+        >>> tracking_settings(TrackingConfig(experiment_name="x", learning_rate=0.5, batch_size=16))
+        {'lr': 0.5, 'batch_size': 16}
+    """
+    return {train_name: getattr(tracking, name) for train_name, name in _TRACKING_NAMES.items()
+            if getattr(tracking, name) is not None}
 
 
 def build_model_for(cfg: TrainConfig) -> FramePredictor:
@@ -203,7 +272,10 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
         model: A `FramePredictor` whose frame counts and size match `cfg` (`build_model_for(cfg)`).
         cfg: The recipe.
         tracker: Receives `train/*` every `log_every` steps, `val/loss` and `video/*` at every evaluation,
-            sample clips under `samples/prediction`, hyperparameters, the architecture and checkpoints.
+            sample clips under `samples/prediction`, hyperparameters, the architecture and checkpoints; its
+            run config gets `train`: the recipe as it runs (resolved device, `total_steps`, ...). A recipe
+            field its TrackingConfig sets (`learning_rate`, `batch_size`, ...) must equal `cfg`'s, else
+            `ValueError` (`TrainConfig.from_dict(data, tracking=...)` applies them).
         train_data, val_data: Datasets of `(T, C, H, W)` clips in [0, 1] (e.g. `VideoFolderDataset`);
             default: synthetic bouncing shapes of `train_clips` / `val_clips` clips (different seeds).
         checkpoints: Save a checkpoint at every evaluation after the start (the tracker's manager keeps
@@ -217,6 +289,7 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     _check_model_matches(model, cfg)
     _seed_everything(cfg.seed)
     device = _resolve_device(cfg.device)
+    _check_tracking_agrees(cfg, tracker.config, device, checkpoints)
     model.to(device)
     train_data = train_data if train_data is not None else _synthetic(cfg, cfg.train_clips, cfg.seed)
     val_data = val_data if val_data is not None else _synthetic(cfg, cfg.val_clips, cfg.seed + 1)
@@ -235,8 +308,10 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     val_loader = DataLoader(val_data, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     num_samples = min(cfg.sample_clips, _num_clips(val_data, "val_data"))
     samples = torch.stack([val_data[i] for i in range(num_samples)]) if num_samples else None  # (S, T, C, H, W)
+    used = _settings_used(cfg, device, total_steps, steps_per_epoch, amp_dtype)
+    tracker.update_config({"train": used})  # the values this run uses, beside the tracker's settings
     if start_step == 0:
-        tracker.log_hyperparameters(_hyperparameters(cfg, model, total_steps, metrics))
+        tracker.log_hyperparameters(_hyperparameters(used, model, metrics))
         tracker.log_model_architecture(model)
 
     def run_eval(step: int) -> dict[str, float]:
@@ -374,17 +449,15 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA too
 
 
-def _resolve_device(name: str) -> torch.device:
+def _resolve_device(name: str, field_name: str = "TrainConfig.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"TrainConfig.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
-                         f"received {name!r}") from err
+        raise ValueError(f"{field_name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {name!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device: expected an available device, received {name!r} "
-                         f"(no CUDA here)")
+        raise ValueError(f"{field_name}: expected an available device, received {name!r} (no CUDA here)")
     return device
 
 
@@ -450,9 +523,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _hyperparameters(cfg: TrainConfig, model: FramePredictor, total_steps: float,
-                     metrics: tuple[str, ...]) -> dict[str, Any]:
+def _settings_used(cfg: TrainConfig, device: torch.device, total_steps: int, steps_per_epoch: int,
+                   amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """The recipe as it runs: `cfg` with the device resolved, plus the step counts and the AMP dtype."""
+    return {**_plain(dataclasses.asdict(cfg)), "device": str(device), "total_steps": int(total_steps),
+            "steps_per_epoch": steps_per_epoch, "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype
+            else None}
+
+
+def _check_tracking_agrees(cfg: TrainConfig, tracking: TrackingConfig, device: torch.device,
+                           checkpoints: bool) -> None:
+    """A recipe field set in the TrackingConfig must be the value this run uses: never recorded and ignored."""
+    for name, value in tracking_settings(tracking).items():
+        used = getattr(cfg, name)
+        if name == "device":
+            agrees = _same_device(_resolve_device(value, "TrackingConfig.device"), device)
+        elif name == "eval_every" and not checkpoints:
+            raise ValueError(f"TrackingConfig.save_frequency={value!r}: expected None, since train(..., "
+                             f"checkpoints=False) saves no checkpoint")
+        else:
+            agrees = used == value
+        if not agrees:
+            raise ValueError(f"TrackingConfig.{_TRACKING_NAMES[name]}={value!r} conflicts with TrainConfig."
+                             f"{name}={used!r}, which this run would use; set one of them (TrainConfig.from_dict"
+                             f"(data, tracking=...) applies the TrackingConfig's)")
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """`cuda` and `cuda:0` are the same device when the current device is 0."""
+    def index(d: torch.device) -> int | None:
+        return d.index if d.index is not None or d.type != "cuda" else torch.cuda.current_device()
+    return a.type == b.type and index(a) == index(b)
+
+
+def _hyperparameters(used: dict[str, Any], model: FramePredictor, metrics: tuple[str, ...]) -> dict[str, Any]:
     model_config = dataclasses.asdict(model.config)  # type: ignore[call-overload]
-    return {**_plain(dataclasses.asdict(cfg)), "model_config": model_config,
-            "num_parameters": model.num_parameters(), "total_steps": int(total_steps),
+    return {**used, "model_config": model_config, "num_parameters": model.num_parameters(),
             "metrics_computed": list(metrics)}

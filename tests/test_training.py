@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from _readers import tensorboard_accumulator
+from _wandb_reader import read_wandb_run
 from models import build_model
 from models.training import TrainConfig, build_model_for, evaluate, train
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
@@ -30,8 +32,9 @@ def _single_thread() -> Iterator[None]:
 
 
 def tracker_for(run_name: str, **overrides: object) -> AdvancedExperimentTracker:
-    return AdvancedExperimentTracker(TrackingConfig(experiment_name="train-test", run_name=run_name,
-                                                    log_dir="runs", use_wandb=False, **overrides))
+    settings: dict[str, object] = {"experiment_name": "train-test", "run_name": run_name, "log_dir": "runs",
+                                   "use_wandb": False, **overrides}
+    return AdvancedExperimentTracker(TrackingConfig(**settings))  # type: ignore[arg-type]
 
 
 def steps_of(store: RunStore, key: str) -> list[int]:
@@ -138,6 +141,27 @@ def test_bad_configs_name_the_field() -> None:
         train(build_model("video_generation", image_size=32, future_frames=4), cfg, tracker)
 
 
+def test_from_dict_takes_the_names_researchers_bring() -> None:
+    cfg = TrainConfig.from_dict({"learning_rate": 3e-4, "max_epochs": 2, "log_frequency": 5, "save_frequency": 50,
+                                 "batch_size": 4, "metrics": ["psnr"]})
+    assert (cfg.lr, cfg.epochs, cfg.log_every, cfg.eval_every, cfg.batch_size, cfg.metrics) == \
+        (3e-4, 2, 5, 50, 4, ("psnr",))
+    assert TrainConfig.from_dict({"lr": 1e-3, "epochs": 3}) == TrainConfig(lr=1e-3, epochs=3)
+    assert TrainConfig.ALIASES["learning_rate"] == "lr" and TrainConfig.ALIASES["max_epochs"] == "epochs"
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['learning_rat'\].*'lr'.*aliases.*'learning_rate'"):
+        TrainConfig.from_dict({"learning_rat": 0.1})
+    with pytest.raises(ValueError, match=r"'learning_rate' is an alias of 'lr'; received both"):
+        TrainConfig.from_dict({"lr": 0.1, "learning_rate": 0.2})
+
+
+@pytest.mark.parametrize(("field", "value"), [("lr", float("nan")), ("lr", float("inf")), ("lr", True),
+                                              ("grad_clip", float("inf")), ("sample_fps", float("nan")),
+                                              ("max_steps", True), ("epochs", True)])
+def test_unusable_numbers_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}: expected .*received {value!r}"):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
 def test_sample_clips_zero_trains_without_logging_clips() -> None:
     cfg = TrainConfig(**{**TINY, "sample_clips": 0}, max_steps=2, eval_every=2)
     with tracker_for("no-samples") as tracker:
@@ -145,3 +169,46 @@ def test_sample_clips_zero_trains_without_logging_clips() -> None:
     assert results["steps"] == 2
     store = RunStore(tracker.run_dir)
     assert store.events("video") == [] and steps_of(store, "val/loss") == [0, 2]
+
+
+def test_the_run_config_records_the_values_the_run_used_and_no_default_it_did_not() -> None:
+    """Store, TensorBoard and W&B used to show TrackingConfig's defaults (lr 0.001, batch 32, 100 epochs)."""
+    cfg = TrainConfig(**TINY, max_steps=2, eval_every=2, lr=2e-3, epochs=4, device="cpu")
+    with tracker_for("used", use_wandb=True, wandb_mode="offline") as tracker:
+        train(build_model_for(cfg), cfg, tracker, checkpoints=False)
+        run_dir = tracker.run_dir
+    config = RunStore(run_dir).config()
+    assert not {"learning_rate", "batch_size", "max_epochs", "log_frequency", "save_frequency", "device"} & \
+        set(config)
+    used = config["train"]
+    assert (used["lr"], used["batch_size"], used["epochs"], used["device"], used["total_steps"]) == \
+        (2e-3, 4, 4, "cpu", 2)
+    texts = {tag: tensorboard_accumulator(run_dir).Tensors(tag)[0].tensor_proto.string_val[0].decode()
+             for tag in ("config", "config/train")}
+    assert "learning_rate" not in texts["config"] and "max_epochs" not in texts["config"]
+    assert "| lr | 0.002 |" in texts["config/train"] and "| batch_size | 4 |" in texts["config/train"]
+    wandb_config = read_wandb_run(run_dir)["config"]
+    assert "learning_rate" not in wandb_config and "max_epochs" not in wandb_config
+    assert wandb_config["train"]["lr"] == 2e-3 and wandb_config["train"]["batch_size"] == 4
+
+
+def test_a_recipe_setting_given_to_the_tracker_is_used_or_an_error_never_ignored() -> None:
+    cfg = TrainConfig(**TINY, max_steps=2, eval_every=2)
+    with tracker_for("conflict", learning_rate=0.5) as tracker, pytest.raises(
+            ValueError, match=r"TrackingConfig.learning_rate=0.5 conflicts with TrainConfig.lr=0.002"):
+        train(build_model_for(cfg), cfg, tracker)
+    with tracker_for("device-conflict", device="cuda:3") as tracker, pytest.raises(
+            ValueError, match=r"TrackingConfig.device: expected an available device, received 'cuda:3'"):
+        train(build_model_for(cfg), cfg, tracker)
+    tracking = TrackingConfig(experiment_name="train-test", run_name="applied", use_wandb=False,
+                              learning_rate=0.5, batch_size=2, max_epochs=3, device="cpu")
+    recipe = {k: v for k, v in TINY.items() if k != "batch_size"}
+    applied = TrainConfig.from_dict({**recipe, "max_steps": 2, "eval_every": 2, "log_every": 1}, tracking=tracking)
+    assert (applied.lr, applied.batch_size, applied.epochs, applied.device) == (0.5, 2, 3, "cpu")
+    with AdvancedExperimentTracker(tracking) as tracker:
+        train(build_model_for(applied), applied, tracker, checkpoints=False)
+    store = RunStore(tracker.run_dir)
+    assert store.history("train/learning_rate")[0][2] == pytest.approx(0.5)  # 1 warmup step of 2, to the peak
+    assert store.config()["learning_rate"] == 0.5 == store.config()["train"]["lr"]
+    with pytest.raises(ValueError, match=r"TrainConfig.lr=0.1 conflicts with TrackingConfig.learning_rate=0.5"):
+        TrainConfig.from_dict({"lr": 0.1}, tracking=tracking)
