@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._text import format_table
+
 if TYPE_CHECKING:
     from .tracker import AdvancedExperimentTracker
 
@@ -50,10 +52,7 @@ class ModelComparison:
                 mean, std, n = per_metric.get(metric, (math.nan, math.nan, 0))
                 cells.append(f"{mean:.4g} ± {std:.2g} (n={n})")
             body.append(cells)
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return format_table(header, body)
 
 
 def summarize(results: Mapping[str, Sequence[Mapping[str, float]]], metrics: Sequence[str],

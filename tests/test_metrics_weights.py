@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from opusclip_track.cli.weights import add_weights_parser
 from opusclip_track.metrics import weights
 from opusclip_track.metrics.weights import (
     MissingWeightsError,
@@ -23,7 +24,6 @@ from opusclip_track.metrics.weights import (
     resolve_weights,
     verify_weights,
 )
-from opusclip_track.metrics.weights_cli import add_weights_parser
 
 PAYLOAD = b"pretend these are weights\n" * 1000
 

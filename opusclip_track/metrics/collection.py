@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -20,42 +20,35 @@ from torchmetrics import Metric
 from opusclip_track._checks import ValueRange, check_value_range
 from opusclip_track.metrics._framewise import FramewiseMetric
 from opusclip_track.metrics._input import prepare_pair
+from opusclip_track.metrics.names import (
+    DEFAULT_METRICS,
+    METRIC_NAMES,
+    WEIGHTS_KEY,
+    MetricName,
+    check_metric_names,
+)
 from opusclip_track.metrics.psnr import MSE_FLOOR, PSNR
 from opusclip_track.metrics.ssim import SSIM, ssim_protocol
 from opusclip_track.metrics.temporal import TemporalFlicker
+from opusclip_track.metrics.weights import find_weights, get_weights_file, missing_message
 
-MetricName = Literal["psnr", "ssim", "lpips", "fid", "is", "fvd", "flicker"]
-METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
-DEFAULT_METRICS: tuple[MetricName, ...] = ("psnr", "ssim", "lpips", "fid", "is", "fvd", "flicker")
+__all__ = [
+    "DEFAULT_METRICS", "METRIC_NAMES", "PREFIX", "MetricName", "VideoMetrics", "available_metrics",
+    "check_metric_names", "higher_is_better",
+]
+
 PREFIX = "video/"
 
 _BUILTIN: dict[str, type[Metric]] = {"psnr": PSNR, "ssim": SSIM, "flicker": TemporalFlicker}
-# Learned metrics: (module, class) imported on first use, and the registry key of the weights they load.
+# Learned metrics: (module, class) imported on first use; the weights file each loads is in names.WEIGHTS_KEY.
 _LEARNED: dict[str, tuple[str, str]] = {
     "lpips": ("opusclip_track.metrics.lpips", "LPIPS"),
     "fid": ("opusclip_track.metrics.fid", "FID"),
     "is": ("opusclip_track.metrics.fid", "InceptionScore"),
     "fvd": ("opusclip_track.metrics.fvd", "FVD"),
 }
-_WEIGHTS_KEY: dict[str, str] = {"lpips": "alexnet", "fid": "inception", "is": "inception", "fvd": "i3d"}
 _FLICKER_DEFINITION = "mean |(gen[t+1]-gen[t]) - (ref[t+1]-ref[t])| on [0, 1] frames"
 _TEMPORAL_DIFF_DEFINITION = "mean |gen[t+1]-gen[t]| - mean |ref[t+1]-ref[t]| on [0, 1] frames"
-
-
-def check_metric_names(metrics: Iterable[str], *, name: str = "metrics") -> tuple[MetricName, ...]:
-    """Validate metric names (duplicates dropped, order kept).
-
-    Raises:
-        ValueError: for an empty selection or an unknown name; the message lists the known ones.
-    """
-    if isinstance(metrics, str):
-        raise ValueError(f"{name}: expected a sequence of metric names such as ('psnr', 'ssim'), "
-                         f"received the string {metrics!r}")
-    chosen = tuple(dict.fromkeys(metrics))
-    unknown = [m for m in chosen if m not in METRIC_NAMES]
-    if unknown or not chosen:
-        raise ValueError(f"{name}: expected one or more of {list(METRIC_NAMES)}, received {list(metrics)!r}")
-    return chosen  # type: ignore[return-value]
 
 
 def _learned_class(metric: str) -> type[Metric]:
@@ -86,8 +79,6 @@ def available_metrics(weights_dir: str | Path | None = None) -> dict[str, str | 
     Example:
         >>> skipped = {k: v for k, v in available_metrics().items() if v}  # doctest: +SKIP
     """
-    from opusclip_track.metrics.weights import find_weights, get_weights_file, missing_message
-
     status: dict[str, str | None] = dict.fromkeys(_BUILTIN)
     for metric in _LEARNED:
         try:
@@ -95,7 +86,7 @@ def available_metrics(weights_dir: str | Path | None = None) -> dict[str, str | 
         except ImportError as err:
             status[metric] = f"{metric}: its module could not be imported ({err})"
             continue
-        spec = get_weights_file(_WEIGHTS_KEY[metric])
+        spec = get_weights_file(WEIGHTS_KEY[metric])
         found = find_weights(spec, weights_dir) is not None
         status[metric] = None if found else missing_message(spec, weights_dir, reason="no download was attempted")
     return {name: status[name] for name in METRIC_NAMES}
@@ -245,4 +236,4 @@ def _metric_protocol(name: str, metric: Metric) -> Mapping[str, Any]:
         return {"flicker": _FLICKER_DEFINITION, "temporal_diff": _TEMPORAL_DIFF_DEFINITION}
     describe = getattr(metric, "protocol", None)
     return dict(describe()) if callable(describe) else {"class": type(metric).__name__,
-                                                        "weights": _WEIGHTS_KEY[name]}
+                                                        "weights": WEIGHTS_KEY[name]}

@@ -1,37 +1,18 @@
-"""`opusclip-track`: the command line.
+"""`opusclip-track eval`: score a folder of generated videos against a folder of references.
 
-Each subcommand is registered by one small function that adds its parser and sets `func`, a handler taking
-the parsed arguments and returning the exit code: `eval` here, `weights` in `metrics/weights_cli.py`,
-`runs` and `sync` in `runs_cli.py`.
-
+Example:
     opusclip-track eval --generated samples/ --reference real/ --metrics psnr,ssim,flicker --json scores.json
-    opusclip-track weights list | download --all | verify
-    opusclip-track runs list | show RUN | compare RUN RUN ...
-    opusclip-track sync RUN --to wandb
-    python -m opusclip_track.cli eval ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opusclip_track.metrics.collection import METRIC_NAMES, MetricName, check_metric_names
-from opusclip_track.metrics.weights_cli import add_weights_parser
-from opusclip_track.runs_cli import add_runs_parser
-
-PROG = "opusclip-track"
-# Errors a user can fix (bad paths, unpaired or unreadable files, missing weights): a message, not a traceback.
-_USER_ERRORS = (ValueError, OSError)
-
-
-# ----------------------------------------------------------------------------------------------------
-# eval
-# ----------------------------------------------------------------------------------------------------
+from opusclip_track._text import format_table
+from opusclip_track.metrics.names import METRIC_NAMES, MetricName, check_metric_names
 
 
 def _metric_list(text: str) -> tuple[MetricName, ...]:
@@ -61,7 +42,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_eval(subparsers: Any) -> None:
+def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `eval` command to an argparse subparsers object; returns its parser."""
     parser = subparsers.add_parser(
         "eval", help="score generated videos against references (PSNR, SSIM, LPIPS, FID, IS, FVD, flicker)",
         description="Pair the videos of two folders by file name and print their video-quality metrics.")
@@ -78,16 +60,19 @@ def _add_eval(subparsers: Any) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run_eval)
+    return parser
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of `eval`: score the folders, print a table, optionally write JSON."""
-    from opusclip_track.evaluate import evaluate_folders  # keeps `--help` fast
+    # Imported when the command runs, not when the parser is built: it loads torch and the metrics (~3 s),
+    # which `--help` and the other commands do not need.
+    from opusclip_track.evaluate import evaluate_folders
 
     report = evaluate_folders(args.generated, args.reference, metrics=args.metrics, num_frames=args.num_frames,
                               size=args.size, batch_size=args.batch_size, weights_dir=args.weights_dir,
                               device=args.device, progress=not args.no_progress)
-    print(format_table(report))
+    print(format_report(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -95,58 +80,16 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_report(report: dict[str, Any]) -> str:
     """The `eval` report as an aligned text table: metric, value, which direction is better."""
-    rows = [(key, f"{value:.4f}", _direction(key)) for key, value in report["metrics"].items()]
-    widths = [max(len(r[i]) for r in [("metric", "value", "better"), *rows]) for i in range(3)]
-    lines = ["  ".join(("metric".ljust(widths[0]), "value".rjust(widths[1]), "better"))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join((k.ljust(widths[0]), v.rjust(widths[1]), d)) for k, v, d in rows]
+    from opusclip_track.metrics.collection import higher_is_better  # loaded already by the evaluation
+
+    rows = [[key, f"{value:.4f}", _direction(higher_is_better(key))] for key, value in report["metrics"].items()]
     proto = report["protocol"]
     resolution = "x".join(map(str, proto["resolution"] or []))
-    lines.append(f"{len(report['pairs'])} pairs, {proto['frames']} frames, {resolution} px")
-    return "\n".join(lines)
+    footer = f"{len(report['pairs'])} pairs, {proto['frames']} frames, {resolution} px"
+    return format_table(["metric", "value", "better"], rows, align="<><") + "\n" + footer
 
 
-def _direction(key: str) -> str:
-    from opusclip_track.metrics.collection import higher_is_better
-
-    better = higher_is_better(key)
+def _direction(better: bool | None) -> str:
     return "0 best" if better is None else ("higher" if better else "lower")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Entry point
-# ----------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `opusclip-track` parser with every available subcommand."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Experiment tracking and evaluation for "
-                                     "video-generation research.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_eval(subparsers)
-    add_weights_parser(subparsers)
-    add_runs_parser(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 success, 1 a reported error, 2 a usage error)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
-        return exit_.code if isinstance(exit_.code, int) else 2
-    if getattr(args, "func", None) is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args.func(args))
-    except _USER_ERRORS as err:
-        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

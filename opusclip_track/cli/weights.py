@@ -1,7 +1,7 @@
 """`opusclip-track weights list|download|verify`: see, fetch and check the learned metrics' weights files.
 
-`add_weights_parser(subparsers)` registers the commands on the main parser's subparsers; each sets
-`func`, a handler taking the parsed `argparse.Namespace` and returning the exit status.
+`add_weights_parser(subparsers)` registers the commands on the main parser's subparsers (`cli/__init__.py`);
+each sets `func`, a handler taking the parsed `argparse.Namespace` and returning the exit status.
 
 Example:
     opusclip-track weights list
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.error
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +148,3 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"{spec.key}: OK {path}" if digest else f"{spec.key}: present at {path}, sha256 "
               f"{sha256_file(path)} (no published checksum to verify against)")
     return status
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `weights` commands standalone (`python -m opusclip_track.metrics.weights_cli list`)."""
-    parser = argparse.ArgumentParser(prog="opusclip-track")
-    add_weights_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["weights", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

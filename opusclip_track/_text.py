@@ -1,0 +1,50 @@
+"""Plain-text output shared by the command line and the summaries: one aligned table.
+
+A leaf module (standard library only), so the command line can print tables without importing torch.
+
+Example:
+    >>> print(format_table(["metric", "value"], [["video/psnr", "28.81"], ["video/ssim", "0.54"]], align="<>"))
+    metric      value
+    ----------  -----
+    video/psnr  28.81
+    video/ssim   0.54
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["format_table"]
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, align: str | None = None) -> str:
+    """An aligned text table: the header, a dashed rule, then one line per row; columns two spaces apart.
+
+    Args:
+        header: the column titles.
+        rows: the cells, already formatted as strings, one sequence per row, as many cells as `header`.
+        align: one character per column, `"<"` (left) or `">"` (right); None aligns every column left.
+
+    Returns:
+        The table without a trailing newline; trailing spaces are stripped from every line.
+
+    Raises:
+        ValueError: when a row or `align` does not have one entry per column, or `align` holds other characters.
+    """
+    columns = len(header)
+    align = "<" * columns if align is None else align
+    if len(align) != columns or set(align) - {"<", ">"}:
+        raise ValueError(f"align: expected {columns} characters out of '<' and '>', received {align!r}")
+    for index, row in enumerate(rows):
+        if len(row) != columns:
+            raise ValueError(f"rows[{index}]: expected {columns} cells like the header {list(header)}, "
+                             f"received {len(row)}")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(columns)]
+    lines = [_line(header, widths, align), "  ".join("-" * w for w in widths)]
+    lines += [_line(row, widths, align) for row in rows]
+    return "\n".join(lines)
+
+
+def _line(cells: Sequence[str], widths: list[int], align: str) -> str:
+    padded = (str(c).rjust(w) if a == ">" else str(c).ljust(w) for c, w, a in zip(cells, widths, align, strict=True))
+    return "  ".join(padded).rstrip()

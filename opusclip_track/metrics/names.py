@@ -1,0 +1,43 @@
+"""The names of the video metrics and the weights files they load: plain data, no torch.
+
+What the command line needs to check `--metrics` and to say which weights files a metric requires, without
+loading torch or torchmetrics (about 3 s) to do it. `collection.py` builds the metrics behind these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, get_args
+
+MetricName = Literal["psnr", "ssim", "lpips", "fid", "is", "fvd", "flicker"]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+DEFAULT_METRICS: tuple[MetricName, ...] = ("psnr", "ssim", "lpips", "fid", "is", "fvd", "flicker")
+# The registry key (`weights.REGISTRY`) of the file each learned metric loads with its default settings
+# (LPIPS: net="alex"; its net="vgg" loads "vgg16"). PSNR, SSIM and flicker load none.
+WEIGHTS_KEY: dict[str, str] = {"lpips": "alexnet", "fid": "inception", "is": "inception", "fvd": "i3d"}
+
+
+def check_metric_names(metrics: Iterable[str], *, name: str = "metrics") -> tuple[MetricName, ...]:
+    """Validate metric names (duplicates dropped, order kept).
+
+    Raises:
+        ValueError: for an empty selection or an unknown name; the message lists the known ones.
+    """
+    if isinstance(metrics, str):
+        raise ValueError(f"{name}: expected a sequence of metric names such as ('psnr', 'ssim'), "
+                         f"received the string {metrics!r}")
+    chosen = tuple(dict.fromkeys(metrics))
+    unknown = [m for m in chosen if m not in METRIC_NAMES]
+    if unknown or not chosen:
+        raise ValueError(f"{name}: expected one or more of {list(METRIC_NAMES)}, received {list(metrics)!r}")
+    return chosen  # type: ignore[return-value]
+
+
+def weights_keys(metrics: Iterable[MetricName]) -> tuple[str, ...]:
+    """The registry keys of the weights files `metrics` load by default, in order, without duplicates.
+
+    Example:
+        >>> weights_keys(("psnr", "fid", "is", "fvd"))
+        ('inception', 'i3d')
+    """
+    return tuple(dict.fromkeys(WEIGHTS_KEY[m] for m in metrics if m in WEIGHTS_KEY))
