@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +28,7 @@ from opusclip_track._checks import (
     is_int,
     is_number,
 )
+from opusclip_track._files import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -501,8 +501,9 @@ def encode_mp4(frames: np.ndarray, path: PathLike, fps: float) -> Path:
     """Encode frames to an H.264 MP4 (libx264, yuv420p, crf 16) that browsers and W&B play.
 
     Odd widths/heights are padded to even by replicating the last row/column, so the file may be one pixel
-    larger than the input in each dimension. The file is written under a temporary name in the same folder and
-    renamed into place: `path` is either absent or complete, never half-written.
+    larger than the input in each dimension. The file is written under a temporary name in the same folder,
+    fsynced and renamed into place (`_files.atomic_path`): `path` is either absent or complete, never
+    half-written, also after a crash.
 
     Args:
         frames: numpy uint8 `(T, H, W, 3)` RGB (`video_to_frames` output).
@@ -514,15 +515,9 @@ def encode_mp4(frames: np.ndarray, path: PathLike, fps: float) -> Path:
     """
     _check_uint8_rgb(frames, name="frames", axes="THW", producer="video_to_frames")
     _check_fps(fps)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         _write_mp4(_pad_to_even(frames), tmp, Fraction(fps).limit_denominator(1001))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _write_mp4(frames: np.ndarray, path: Path, rate: Fraction) -> None:

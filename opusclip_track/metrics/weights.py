@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+
+from opusclip_track._files import atomic_open
 
 ENV_WEIGHTS_DIR = "OPUSCLIP_WEIGHTS_DIR"
 # Set to 1 to forbid downloads (air-gapped clusters, tests): a missing file then fails at once.
@@ -241,24 +243,17 @@ def download_weights(spec: WeightsFile | str, dest_dir: str | Path | None = None
     """
     spec = _as_spec(spec)
     dest = Path(dest_dir).expanduser() if dest_dir is not None else hub_checkpoints_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _stream_to_file(url or spec.url, out, progress=progress)
+    target = dest / spec.filename
+    with atomic_open(target) as out:  # a failed or mismatching download leaves nothing behind
+        digest = _stream_to_file(url or spec.url, out, progress=progress)
         _check_digest(spec, digest, source=url or spec.url)
-        if spec.sha256 is None and spec.hash_prefix is None:
-            warnings.warn(f"{spec.filename}: no published checksum to verify the download against; "
-                          f"its sha256 is {digest}", stacklevel=2)
-        target = dest / spec.filename
-        os.replace(tmp, target)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
+    if spec.sha256 is None and spec.hash_prefix is None:
+        warnings.warn(f"{spec.filename}: no published checksum to verify the download against; "
+                      f"its sha256 is {digest}", stacklevel=2)
+    return target
 
 
-def _stream_to_file(url: str, out: object, *, progress: bool) -> str:
+def _stream_to_file(url: str, out: BinaryIO, *, progress: bool) -> str:
     """Copy `url` into the binary file `out`, hashing on the way; returns the sha256 hex digest."""
     sha = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 (registry URLs)
@@ -270,7 +265,7 @@ def _stream_to_file(url: str, out: object, *, progress: bool) -> str:
             bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1])
         while chunk := response.read(_CHUNK):
             sha.update(chunk)
-            out.write(chunk)  # type: ignore[attr-defined]
+            out.write(chunk)
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
