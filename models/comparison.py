@@ -60,7 +60,7 @@ def compare_models(cfg: ComparisonConfig,
                 # The HParams view: this run's settings beside its final metrics, across the group.
                 tracker.log_hyperparameters(
                     {"model": class_name, "seed": seed, "lr": train_cfg.lr, "batch_size": train_cfg.batch_size,
-                     "max_steps": train_cfg.max_steps or 0},
+                     "steps": int(run["steps"])},  # the steps it ran (max_steps may be None: never record 0)
                     metrics={"val/loss": run["val/loss"], "video/psnr": run.get("video/psnr", float("nan"))})
             results.setdefault(class_name, []).append(run)
             if on_run is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from models.training import TrainConfig, build_model_for, train
+from models.training import TrainConfig, build_model_for, tracking_settings, train
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 
 
@@ -58,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def build_configs(args: Args) -> tuple[TrackingConfig, TrainConfig]:
-    """Flags, overridden by the YAML file's `tracking:` and `train:` sections when `--config` is given."""
+    """Flags, overridden by the YAML file's `tracking:` and `train:` sections when `--config` is given.
+
+    A recipe field set in `tracking:` (`learning_rate`, `batch_size`, `max_epochs`, `device`, ...) is what the
+    run uses; `train:` giving the same setting another value is an error (`SystemExit` naming both).
+    """
     tracking: dict[str, Any] = {"experiment_name": args.experiment_name, "use_wandb": not args.no_wandb,
                                 "log_dir": args.log_dir, "checkpoint_dir": args.checkpoint_dir,
                                 "checkpoint_monitor": "val/loss", "tags": ["quick-start", args.model]}
@@ -66,16 +70,23 @@ def build_configs(args: Args) -> tuple[TrackingConfig, TrainConfig]:
                                 "batch_size": args.batch_size, "image_size": args.image_size,
                                 "eval_every": args.eval_every, "device": args.device,
                                 "metrics": ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")}
+    train_section: dict[str, Any] = {}
     if args.config:
         data = yaml.safe_load(Path(args.config).read_text()) or {}
         unknown = sorted(set(data) - {"tracking", "train"})
         if unknown:
             raise SystemExit(f"--config: expected sections 'tracking' and 'train', received {unknown}")
         tracking.update(data.get("tracking") or {})
-        training.update(data.get("train") or {})
-    training["metrics"] = tuple(training["metrics"])
-    tracking.setdefault("seed", training.get("seed", 0))
-    return TrackingConfig.from_dict(tracking), TrainConfig(**training)
+        train_section = data.get("train") or {}
+    try:
+        train_section = TrainConfig.resolve_aliases(train_section)
+        tracking.setdefault("seed", train_section.get("seed", 0))
+        tracking_config = TrackingConfig.from_dict(tracking)
+        # The YAML's tracking section beats the flags, as its train section does.
+        flags = {k: v for k, v in training.items() if k not in tracking_settings(tracking_config)}
+        return tracking_config, TrainConfig.from_dict({**flags, **train_section}, tracking=tracking_config)
+    except (TypeError, ValueError) as error:  # a bad setting: one line naming it, not a traceback
+        raise SystemExit(f"quick_start: {error}") from error
 
 
 def report(tracker: AdvancedExperimentTracker, results: dict[str, float]) -> str:

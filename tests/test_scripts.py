@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -26,9 +28,37 @@ def run_script(name: str, *args: str, cwd: Path) -> str:
     return proc.stdout
 
 
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_script_{name.removesuffix('.py')}", REPO / "scripts" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_start_uses_the_recipe_fields_of_its_tracking_section(tmp_path: Path) -> None:
+    """`tracking: {learning_rate: 0.5}` used to be recorded in the run config and ignored by the training."""
+    quick_start = load_script("quick_start.py")
+    path = tmp_path / "run.yaml"
+    path.write_text("tracking: {learning_rate: 0.5, batch_size: 16, max_epochs: 2}\ntrain: {log_every: 5}\n")
+    tracking, training = quick_start.build_configs(quick_start.parse_args(["--config", str(path)]))
+    assert (training.lr, training.batch_size, training.epochs, training.log_every) == (0.5, 16, 2, 5)
+    assert tracking.learning_rate == 0.5
+    path.write_text("tracking: {learning_rate: 0.5}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(SystemExit, match=r"TrainConfig.lr=0.1 conflicts with TrackingConfig.learning_rate=0.5"):
+        quick_start.build_configs(quick_start.parse_args(["--config", str(path)]))
+    path.write_text("tracking: {flush_interval_s: .inf}\n")
+    with pytest.raises(SystemExit, match=r"TrackingConfig.flush_interval_s: expected .* received inf"):
+        quick_start.build_configs(quick_start.parse_args(["--config", str(path)]))
+    _, defaults = quick_start.build_configs(quick_start.parse_args([]))
+    assert (defaults.lr, defaults.batch_size, defaults.epochs) == (2e-3, 8, 4)  # the flags' defaults
+
+
 @pytest.mark.slow
 def test_quick_start_logs_losses_metrics_samples_system_and_a_loadable_best_checkpoint(tmp_path: Path) -> None:
-    out = run_script("quick_start.py", *TINY, cwd=tmp_path)
+    (tmp_path / "run.yaml").write_text("tracking: {learning_rate: 0.01}\ntrain: {log_every: 1}\n")
+    out = run_script("quick_start.py", *TINY, "--config", "run.yaml", cwd=tmp_path)
     (run_dir,) = list_runs(tmp_path / "runs")
     assert "tensorboard --logdir=runs" in out and "wandb sync runs/" in out
     acc = tensorboard_accumulator(run_dir)
@@ -41,6 +71,10 @@ def test_quick_start_logs_losses_metrics_samples_system_and_a_loadable_best_chec
     assert any(t.startswith("samples/") for t in tags["images"]), "a sample clip (GIF) is in TensorBoard"
     assert RunStore(run_dir).events("video")
     assert (run_dir / "wandb").is_dir()
+    config = RunStore(run_dir).config()  # what was recorded is what was used
+    assert config["learning_rate"] == 0.01 == config["train"]["lr"] and config["train"]["batch_size"] == 2
+    assert "max_epochs" not in config and config["train"]["epochs"] == 4
+    assert max(e.value for e in acc.Scalars("train/learning_rate")) == pytest.approx(0.01)
     manager = CheckpointManager(tmp_path / "checkpoints" / run_dir.name)
     best = manager.load("best")  # verifies sha256, weights_only=True
     assert best.step in (2, 4) and "val/loss" in best.metrics
