@@ -272,6 +272,8 @@ class CheckpointManager:
             entries = list(manifest["checkpoints"])
         except (ValueError, KeyError, TypeError) as error:
             raise CheckpointCorruptError(f"{path}: not a checkpoint manifest ({error})") from error
+        for index, entry in enumerate(entries):
+            _check_entry(self.directory, path, index, entry)
         if self.monitor is None and manifest.get("monitor"):  # opened to read: `best` as the writer ranked it
             self.monitor, self.mode = manifest["monitor"], manifest.get("mode", "min")
         return entries
@@ -344,6 +346,8 @@ class CheckpointManager:
         entry = listed.get(path.name) if in_dir else None
         if not path.exists():
             raise CheckpointNotFoundError(f"{path}: checkpoint file does not exist")
+        if entry is not None:  # the manifest's file may have become a symlink since the manifest was read
+            _check_inside(self.directory, path, f"{self.directory / MANIFEST_NAME}: entry {entry['file']!r}")
         return path, entry
 
 
@@ -358,6 +362,41 @@ def _check_arguments(keep_last: int, keep_best: int, monitor: str | None, mode: 
         raise ValueError(f"monitor: expected a metric name or None, received {monitor!r}")
     if mode not in ("min", "max"):
         raise ValueError(f"mode: expected 'min' or 'max', received {mode!r}")
+
+
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "file": (str,), "step": (int,), "epoch": (int,), "metrics": (dict,), "size": (int,), "sha256": (str,),
+    "time": (int, float), "git_commit": (str, type(None)), "run_name": (str, type(None))}
+
+
+def _check_entry(directory: Path, manifest: Path, index: int, entry: Any) -> None:
+    """A manifest entry must describe a checkpoint file of this directory: the manager deletes and loads the
+    files its manifest names, so `"file": "../../victim.txt"` would delete a file anywhere."""
+    where = f"{manifest}: entry {index}"
+    if not isinstance(entry, dict) or set(entry) != set(_ENTRY_TYPES):
+        raise CheckpointCorruptError(f"{where}: expected a dict with keys {sorted(_ENTRY_TYPES)}, received {entry!r}")
+    for key, types in _ENTRY_TYPES.items():
+        if not isinstance(entry[key], types) or isinstance(entry[key], bool):
+            raise CheckpointCorruptError(f"{where} ({entry['file']!r}): {key}: expected "
+                                         f"{' or '.join(t.__name__ for t in types)}, received {entry[key]!r}")
+    if not all(isinstance(k, str) and _is_number(v) for k, v in entry["metrics"].items()):
+        raise CheckpointCorruptError(f"{where} ({entry['file']!r}): metrics: expected names -> numbers, "
+                                     f"received {entry['metrics']!r}")
+    if not _CKPT_NAME.match(entry["file"]):
+        raise CheckpointCorruptError(f"{where}: file: expected a checkpoint file name of this directory "
+                                     f"(ckpt-stepNNNNNNNN.pt, no path), received {entry['file']!r}")
+    _check_inside(directory, directory / entry["file"], f"{where} ({entry['file']!r})")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_inside(directory: Path, path: Path, where: str) -> None:
+    """`path` (when it exists) must resolve inside `directory`: a symlink out of it is refused."""
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        raise CheckpointCorruptError(f"{where}: expected a file inside {directory}, received a symlink to "
+                                     f"{path.resolve()}")
 
 
 def _check_int(name: str, value: Any) -> None:

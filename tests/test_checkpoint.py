@@ -438,3 +438,41 @@ def test_bad_arguments_name_the_argument(tmp_path: Path) -> None:
     manager.save(model, epoch=0, step=0)
     with pytest.raises(CheckpointError, match="optimizer was given but the checkpoint holds no optimizer"):
         manager.load("latest", model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+# -- a manifest is data read from disk: every path in it must stay inside its directory ------------------------
+
+
+@pytest.mark.parametrize("escape", ["../../victim.txt", "ABSOLUTE", "sub/../../../victim.txt", "SYMLINK"])
+def test_a_manifest_entry_outside_the_directory_is_corrupt_and_nothing_outside_is_deleted(
+        tmp_path: Path, escape: str) -> None:
+    """`"file": "../../victim.txt"` made the next save's pruning delete a file outside the directory."""
+    directory = tmp_path / "checkpoints" / "run"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a researcher's file")
+    CheckpointManager(directory, keep_last=1).save(torch.nn.Linear(2, 2), epoch=0, step=1)
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if escape == "SYMLINK":  # a listed name that is a link out of the directory
+        (directory / "ckpt-step00000001.pt").unlink()
+        (directory / "ckpt-step00000001.pt").symlink_to(victim)
+        name = "ckpt-step00000001.pt"
+    else:
+        name = str(victim) if escape == "ABSOLUTE" else escape
+        manifest["checkpoints"][0]["file"] = name
+    manifest_path.write_text(json.dumps(manifest))
+
+    with pytest.raises(CheckpointCorruptError, match=rf"manifest\.json: entry 0.*{name}"):
+        manager = CheckpointManager(directory, keep_last=1)
+        manager.save(torch.nn.Linear(2, 2), epoch=0, step=2)  # pruning step 1 deleted the victim
+    assert victim.read_text() == "a researcher's file"
+
+
+def test_a_manifest_entry_of_the_wrong_shape_is_corrupt_naming_the_field(tmp_path: Path) -> None:
+    manager, path = _saved(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["checkpoints"][0]["step"] = "three"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointCorruptError, match=rf"entry 0 \('{path.name}'\): step: expected int, "
+                                                     r"received 'three'"):
+        CheckpointManager(tmp_path)
