@@ -12,7 +12,9 @@ import torch
 import torchvision
 
 from opusclip_track.metrics import (
+    PSNR,
     REGISTRY,
+    SSIM,
     MissingWeightsError,
     TemporalFlicker,
     VideoMetrics,
@@ -143,6 +145,21 @@ def test_video_metrics_compute_after_more_updates_is_fresh(pair: tuple[torch.Ten
     metrics.update(generated[1:], reference[1:])
     assert metrics.compute()["video/psnr"] != first
     assert metrics.compute()["video/psnr"] == pytest.approx(float(psnr(generated, reference)))
+
+
+@pytest.mark.parametrize("make", [PSNR, SSIM, TemporalFlicker])
+def test_prepared_update_is_public_and_keeps_torchmetrics_bookkeeping(
+        make: type, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    generated, reference = pair  # float32 in [0, 1]: already what prepare_pair returns
+    checked, prepared = make(), make()
+    checked.update(generated[:1], reference[:1])
+    prepared.update(generated[:1], reference[:1], prepared=True)
+    first = prepared.compute()
+    checked.update(generated[1:], reference[1:])
+    prepared.update(generated[1:], reference[1:], prepared=True)
+    assert prepared.update_count == 2
+    assert float(prepared.compute()) != float(first)  # the cached result was dropped by the second update
+    assert float(prepared.compute()) == float(checked.compute())
 
 
 def test_video_metrics_reset_and_protocol(pair: tuple[torch.Tensor, torch.Tensor]) -> None:

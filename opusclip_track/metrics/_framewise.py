@@ -20,7 +20,7 @@ from opusclip_track.metrics._input import prepare_pair
 FrameScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
+def frame_mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
     """Mean over every frame of every clip (clips of different lengths weigh by their frame count)."""
     # After a distributed sync a `cat` state is one (N, T) tensor; before it, a list of (B, T) tensors.
     if isinstance(scores, Tensor):
@@ -31,7 +31,7 @@ def _mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
     return torch.cat(flat).mean()
 
 
-def _curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
+def frame_curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
     """Mean over clips for each timestep: a `(T,)` curve of quality along the generated horizon."""
     if isinstance(scores, Tensor):  # one (B, T) batch (the functional path) or a synced (N, T) state
         return scores.mean(dim=0)
@@ -51,7 +51,7 @@ class FramewiseMetric(Metric):
 
     Subclasses set `_score_fn = staticmethod(...)` (the private per-frame math shared with the functional
     twin) or override `_update_prepared`, and set the usual torchmetrics class attributes. Every metric of
-    the package has `_update_prepared(gen, ref)`: `update` minus the input checks, for `VideoMetrics`.
+    the package takes `update(..., prepared=True)`: `update` minus the input checks, for `VideoMetrics`.
     """
 
     is_differentiable = False
@@ -64,21 +64,29 @@ class FramewiseMetric(Metric):
         self.value_range = check_value_range(value_range)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
 
-    def update(self, generated: Tensor, reference: Tensor) -> None:  # type: ignore[override]
-        """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each."""
-        gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
-        self._update_prepared(gen, ref)
+    def update(self, generated: Tensor, reference: Tensor, *, prepared: bool = False) -> None:  # type: ignore[override]
+        """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each.
+
+        Args:
+            generated: uint8 or float videos in `value_range`.
+            reference: the same shape as `generated`.
+        prepared: True when the videos are already what `prepare_pair` returns (float `(B, T, C, H, W)` in
+            [0, 1], same shape): the input checks are skipped. `VideoMetrics` prepares a batch once for
+            all its metrics this way.
+        """
+        if not prepared:
+            generated, reference = prepare_pair(generated, reference, value_range=self.value_range)
+        self._update_prepared(generated, reference)
 
     def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
-        """Add already prepared videos (float `(B, T, C, H, W)` in [0, 1]); `VideoMetrics` prepares once."""
+        """Add prepared videos (float `(B, T, C, H, W)` in [0, 1]): the hook a subclass may override."""
         self.scores.append(self._score_fn(gen, ref))  # type: ignore[union-attr]
 
     def compute(self) -> Tensor:
         """Mean over all frames of all clips seen since the last `reset` (float64 scalar)."""
-        return _mean(self.scores, name=type(self).__name__)
+        return frame_mean(self.scores, name=type(self).__name__)
 
     def compute_curve(self) -> Tensor:
         """Per-timestep mean over all clips seen: a float64 `(T,)` tensor (synced across processes)."""
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
-                               should_unsync=self._should_unsync):
-            return _curve(self.scores, name=type(self).__name__).clone()
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
+            return frame_curve(self.scores, name=type(self).__name__).clone()

@@ -9,7 +9,7 @@ for. A missing weights file raises `MissingWeightsError` (never a silent skip, n
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -149,8 +149,11 @@ class VideoMetrics:
         self._check_clip_shape(gen)
         if self.device is None:
             self._move_states(gen.device)
-        for metric in self._metrics.values():
-            _feed(metric, gen, ref)
+        for name, metric in self._metrics.items():
+            if name == "is":  # the Inception Score needs no reference
+                metric.update(gen, prepared=True)
+            else:
+                metric.update(gen, ref, prepared=True)
         self.num_videos += gen.shape[0]
 
     def _check_clip_shape(self, gen: Tensor) -> None:
@@ -204,16 +207,6 @@ class VideoMetrics:
             "reduction": "per frame, then mean over frames and clips (psnr, ssim, lpips)",
             "settings": {name: _metric_protocol(name, metric) for name, metric in self._metrics.items()},
         }
-
-
-def _feed(metric: Metric, gen: Tensor, ref: Tensor) -> None:
-    """Hand prepared `(B, T, C, H, W)` [0, 1] videos to one metric, skipping its input checks.
-
-    Every metric of the package has `_update_prepared(gen, ref)` (IS ignores `ref`). Wrapping it with
-    torchmetrics' `_wrap_update` gives it the bookkeeping `update` has (cached result dropped, update counted).
-    """
-    update_prepared = cast(Callable[[Tensor, Tensor], None], metric._update_prepared)
-    metric._wrap_update(update_prepared)(gen, ref)
 
 
 def _results(name: str, metric: Metric) -> dict[str, float]:

@@ -242,12 +242,15 @@ class InceptionScore(Metric):
         return {"weights": "inception", **_INCEPTION_PROTOCOL, "splits": self.splits,
                 "logits": "logits_unbiased (1008, no bias)", "shuffle_seed": IS_SHUFFLE_SEED}
 
-    def update(self, generated: Tensor) -> None:  # type: ignore[override]
-        """Add generated videos, `(B, T, C, H, W)` or `(T, C, H, W)`."""
-        self._update_prepared(prepare_videos(generated, name="generated", value_range=self.value_range))
+    def update(self, generated: Tensor, *, prepared: bool = False) -> None:  # type: ignore[override]
+        """Add generated videos, `(B, T, C, H, W)` or `(T, C, H, W)`.
 
-    def _update_prepared(self, gen: Tensor, ref: Tensor | None = None) -> None:
-        """Add already prepared generated videos; `ref` is ignored (IS needs no reference)."""
+        Args:
+            generated: uint8 or float videos in `value_range`.
+            prepared: True when the videos are already what `prepare_videos` returns (float
+                `(B, T, C, H, W)` in [0, 1]): the input checks are skipped (how `VideoMetrics` feeds it).
+        """
+        gen = generated if prepared else prepare_videos(generated, name="generated", value_range=self.value_range)
         logits = _inception_features(self._model[0], gen, frame_batch=self.frame_batch)["logits_unbiased"]
         self.logits.append(logits.to(self.device))  # type: ignore[union-attr]
 

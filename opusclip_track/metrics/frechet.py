@@ -215,19 +215,23 @@ class VideoFrechetDistance(FrechetDistance):
         super().__init__(num_features, reset_real_features=reset_real_features, **kwargs)
         self.value_range = check_value_range(value_range)
 
-    def update(self, generated: Tensor | None = None, reference: Tensor | None = None) -> None:
-        """Add generated videos, reference videos, or both: `(B, T, C, H, W)` or `(T, C, H, W)` each."""
-        _require_one(generated, reference, name=type(self).__name__)
-        self._update_prepared(
-            None if generated is None else prepare_videos(generated, name="generated", value_range=self.value_range),
-            None if reference is None else prepare_videos(reference, name="reference", value_range=self.value_range))
+    def update(self, generated: Tensor | None = None, reference: Tensor | None = None, *,
+               prepared: bool = False) -> None:
+        """Add generated videos, reference videos, or both: `(B, T, C, H, W)` or `(T, C, H, W)` each.
 
-    def _update_prepared(self, gen: Tensor | None, ref: Tensor | None) -> None:
-        """Add already prepared videos (float `(B, T, C, H, W)` in [0, 1], or None); `VideoMetrics` prepares once."""
-        for videos, is_reference in ((gen, False), (ref, True)):
+        Args:
+            generated: uint8 or float videos in `value_range`, or None.
+            reference: videos of the same kind (the sets may differ in size), or None.
+            prepared: True when the videos are already what `prepare_videos` returns (float
+                `(B, T, C, H, W)` in [0, 1]): the input checks are skipped. `VideoMetrics` prepares a batch
+                once for all its metrics this way.
+        """
+        _require_one(generated, reference, name=type(self).__name__)
+        for videos, name in ((generated, "generated"), (reference, "reference")):
             if videos is not None:
-                name = "reference" if is_reference else "generated"
-                self._accumulate(self._embed(videos, name=name), reference=is_reference)
+                if not prepared:
+                    videos = prepare_videos(videos, name=name, value_range=self.value_range)
+                self._accumulate(self._embed(videos, name=name), reference=name == "reference")
 
     def _embed(self, videos: Tensor, *, name: str) -> Tensor:
         """Features `(N, num_features)` of prepared videos."""

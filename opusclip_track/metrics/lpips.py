@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from opusclip_track._checks import ValueRange
-from opusclip_track.metrics._framewise import FramewiseMetric, _curve, _mean
+from opusclip_track.metrics._framewise import FramewiseMetric, frame_curve, frame_mean
 from opusclip_track.metrics._input import frames, prepare_pair
 from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
 
@@ -113,7 +113,7 @@ def lpips(generated: Tensor, reference: Tensor, *, net: LpipsNet = "alex", value
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
     model = load_lpips(net, weights_dir, device)
-    return _mean(_lpips_frames(model, gen, ref, frame_batch=frame_batch), name="lpips")
+    return frame_mean(_lpips_frames(model, gen, ref, frame_batch=frame_batch), name="lpips")
 
 
 def lpips_per_frame(generated: Tensor, reference: Tensor, *, net: LpipsNet = "alex",
@@ -122,7 +122,7 @@ def lpips_per_frame(generated: Tensor, reference: Tensor, *, net: LpipsNet = "al
     """LPIPS at each timestep averaged over clips: a float64 `(T,)` curve. Arguments as in `lpips`."""
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
     model = load_lpips(net, weights_dir, device)
-    return _curve(_lpips_frames(model, gen, ref, frame_batch=frame_batch), name="lpips_per_frame")
+    return frame_curve(_lpips_frames(model, gen, ref, frame_batch=frame_batch), name="lpips_per_frame")
 
 
 class LPIPS(FramewiseMetric):

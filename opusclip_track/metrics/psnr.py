@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from opusclip_track._checks import ValueRange
-from opusclip_track.metrics._framewise import FramewiseMetric, _curve, _mean
+from opusclip_track.metrics._framewise import FramewiseMetric, frame_curve, frame_mean
 from opusclip_track.metrics._input import prepare_pair
 
 # A frame copied exactly (e.g. a conditioning frame in video prediction) has MSE 0 and an infinite PSNR,
@@ -44,7 +44,7 @@ def psnr(generated: Tensor, reference: Tensor, *, value_range: ValueRange = (0.0
         torch.Size([])
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
-    return _mean(_psnr_update(gen, ref), name="psnr")
+    return frame_mean(_psnr_update(gen, ref), name="psnr")
 
 
 def psnr_per_frame(generated: Tensor, reference: Tensor, *, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
@@ -53,7 +53,7 @@ def psnr_per_frame(generated: Tensor, reference: Tensor, *, value_range: ValueRa
     Arguments as in `psnr`.
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
-    return _curve(_psnr_update(gen, ref), name="psnr_per_frame")
+    return frame_curve(_psnr_update(gen, ref), name="psnr_per_frame")
 
 
 class PSNR(FramewiseMetric):

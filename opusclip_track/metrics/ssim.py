@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from opusclip_track._checks import ValueRange
-from opusclip_track.metrics._framewise import FramewiseMetric, _curve, _mean
+from opusclip_track.metrics._framewise import FramewiseMetric, frame_curve, frame_mean
 from opusclip_track.metrics._input import frames, prepare_pair
 
 SIGMA = 1.5
@@ -118,7 +118,7 @@ def ssim(generated: Tensor, reference: Tensor, *, value_range: ValueRange = (0.0
         float64 scalar tensor in [-1, 1]. Higher is better.
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
-    return _mean(_ssim_update(gen, ref), name="ssim")
+    return frame_mean(_ssim_update(gen, ref), name="ssim")
 
 
 def ssim_per_frame(generated: Tensor, reference: Tensor, *, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
@@ -127,7 +127,7 @@ def ssim_per_frame(generated: Tensor, reference: Tensor, *, value_range: ValueRa
     Arguments as in `ssim`.
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
-    return _curve(_ssim_update(gen, ref), name="ssim_per_frame")
+    return frame_curve(_ssim_update(gen, ref), name="ssim_per_frame")
 
 
 class SSIM(FramewiseMetric):

@@ -98,13 +98,18 @@ class TemporalFlicker(Metric):
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, generated: Tensor, reference: Tensor) -> None:  # type: ignore[override]
-        """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each, T >= 2."""
-        gen, ref = prepare_pair(generated, reference, value_range=self.value_range)
-        self._update_prepared(gen, ref)
+    def update(self, generated: Tensor, reference: Tensor, *, prepared: bool = False) -> None:  # type: ignore[override]
+        """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each, T >= 2.
 
-    def _update_prepared(self, gen: Tensor, ref: Tensor) -> None:
-        """Add already prepared videos (float `(B, T, C, H, W)` in [0, 1]); `VideoMetrics` prepares once."""
+        Args:
+            generated: uint8 or float videos in `value_range`.
+            reference: the same shape as `generated`.
+        prepared: True when the videos are already what `prepare_pair` returns (float `(B, T, C, H, W)` in
+            [0, 1], same shape): the input checks are skipped. `VideoMetrics` prepares a batch once for
+            all its metrics this way.
+        """
+        gen, ref = (generated, reference) if prepared else prepare_pair(generated, reference,
+                                                                          value_range=self.value_range)
         abs_diff, abs_gen, abs_ref, count = _temporal_update(gen, ref)
         self.abs_diff_sum += abs_diff
         self.abs_gen_sum += abs_gen
@@ -118,8 +123,7 @@ class TemporalFlicker(Metric):
 
     def compute_temporal_diff(self) -> Tensor:
         """Signed `temporal_diff` over every frame pair seen (float64 scalar; synced across processes)."""
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
-                               should_unsync=self._should_unsync):
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             self._check_seen("compute_temporal_diff")
             return _temporal_diff_compute(self.abs_gen_sum, self.abs_ref_sum, self.count).clone()
 
