@@ -24,11 +24,14 @@ def tensorboard_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]
 
 
 def wandb_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Each key's `(true step, value)` pairs: the step is the row's `STEP_KEY` (W&B's `_step` only counts rows)."""
+    from opusclip_track.backends.wandb import STEP_KEY
+
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in read_wandb_run(run_dir)["history"]:
         for key, value in row.items():
-            if not key.startswith("_") and isinstance(value, (int, float)):
-                out[key].append((row["_step"], float(value)))
+            if not key.startswith("_") and key != STEP_KEY and isinstance(value, (int, float)):
+                out[key].append((int(row[STEP_KEY]), float(value)))
     return dict(out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +51,46 @@ def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def read_wandb_run(run_dir: str | Path) -> dict[str, Any]:
+def read_wandb_run(run_dir: str | Path, *, finished: bool = True, timeout_s: float = 30.0) -> dict[str, Any]:
     """History rows, config and artifacts of the (single) offline W&B run under `run_dir`.
+
+    `run.finish()` returns before the W&B service has written the run's `.wandb` file (measured: the file
+    still held only its 7-byte header right after `finish()`; it is written when the service closes the
+    run's stream, a few ms later). So for a finished run this waits, up to `timeout_s`, until the file ends
+    with the run's exit record; `finished=False` reads a run that never finished (a killed one) as it is.
 
     Returns:
         `{"history": [row dict with "_step"], "config": {key: value}, "run": RunRecord, "artifacts": [...],
-        "summary": {...}, "files": [paths]}`.
+        "summary": {...}, "files": [paths], "metrics": [MetricRecord (define_metric)], "exit": RunExitRecord
+        or None, "environment": [EnvironmentRecord]}`.
     """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            run = _read(Path(run_dir))
+        except Exception:  # the service is still writing the file
+            if not finished or time.monotonic() > deadline:
+                raise
+        else:
+            if not finished or run["exit"] is not None:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the W&B run under {run_dir} has no exit record after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def _read(run_dir: Path) -> dict[str, Any]:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    files = sorted(Path(run_dir).rglob("*.wandb"))
+    files = sorted(run_dir.rglob("*.wandb"))
     assert len(files) == 1, f"expected one .wandb file under {run_dir}, found {files}"
     history: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     artifacts: list[Any] = []
-    run = None
+    metrics: list[Any] = []
+    environment: list[Any] = []
+    run = exit_record = None
     for payload in _payloads(files[0].read_bytes()):
         record = pb.Record()
         record.ParseFromString(payload)
@@ -87,6 +112,12 @@ def read_wandb_run(run_dir: str | Path) -> dict[str, Any]:
                 _set(summary, [item.key] if item.key else list(item.nested_key), json.loads(item.value_json))
         elif kind == "artifact":
             artifacts.append(record.artifact)
+        elif kind == "metric":
+            metrics.append(record.metric)
+        elif kind == "exit":
+            exit_record = record.exit
+        elif kind == "environment":
+            environment.append(record.environment)
     media = sorted(p for p in files[0].parent.joinpath("files").rglob("*") if p.is_file())
     return {"history": history, "config": config, "summary": summary, "run": run, "artifacts": artifacts,
-            "files": media}
+            "files": media, "metrics": metrics, "exit": exit_record, "environment": environment}
