@@ -4,7 +4,19 @@ We write event files ourselves instead of going through `torch.utils.tensorboard
 measured reasons: `add_scalar` builds one protobuf event per value (we put all scalars of a step in one
 event), and TensorBoard's record writer checksums with a pure-Python CRC32C (~25 us per 200-byte event;
 `google-crc32c` does it in 0.2 us). The file format is TensorBoard's TFRecord framing, unchanged, and the
-summaries (text, histograms, hparams, images) are built with TensorBoard's and torch's own helpers.
+summaries (text, histograms, hparams, images) are built with TensorBoard's own protos and helpers.
+
+HParams: TensorBoard's plugin builds the HParams tab from two summaries, and both have traps (read in
+`tensorboard/plugins/hparams/backend_context.py` and the loaders). An `_hparams_/experiment` summary fixes
+the columns for the whole logdir, and the plugin takes the first one it finds: with several runs (quick-start
+runs beside sweep trials) every other run loses its columns. So we write none; the plugin then takes the
+hyperparameter columns from every run's `_hparams_/session_start_info` (their union) and the metric columns
+from every scalar tag of those runs, each with the run's last value. The loaders keep the first metadata of
+a tag and ignore later ones, so a run holds exactly one session summary: the union of all its
+`log_hyperparameters` calls, in a small event file of its own that is replaced (atomically) when the union
+grows and at close (with the run's status). It is written at the first call, so a run killed before close
+still shows its hyperparameters; its name sorts before the run's other event files because TensorBoard's
+Python loader reads a run's files in name order and then follows only the last one.
 """
 
 from __future__ import annotations
@@ -15,12 +27,17 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
-from ..records import Graph, Histogram, Hparams, Media, Scalars, Text
+from ..records import Graph, Histogram, Hparams, Media, RunStatus, Scalars, Text
 from .base import Backend, flatten
 
 _file_counter = itertools.count()
+# The run's HParams session summary. Event files are named `events.out.tfevents.<10-digit time>...`, so this
+# name sorts first; its temporary twin has no "tfevents" in its name, so no loader ever reads it half-written.
+HPARAMS_FILE = "events.out.tfevents.0000000000.hparams"
+_HPARAMS_TMP = ".hparams.{pid}.tmp"
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -33,13 +50,14 @@ def _masked_crc(data: bytes) -> bytes:
 class EventFile:
     """An append-only TensorBoard event file (TFRecord framing: length, crc, data, crc)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], name: str | None = None) -> None:
+        """A new event file in `directory`: named `name` (replacing any file of that name), else unique."""
         from tensorboard.compat.proto.event_pb2 import Event
 
-        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{next(_file_counter)}")
-        self.path = os.path.join(directory, name)
-        self._fh: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        unique = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                  f"{os.getpid()}.{next(_file_counter)}")
+        self.path = os.path.join(directory, name or unique)
+        self._fh: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         self.write(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def write(self, event: Any) -> None:
@@ -66,6 +84,10 @@ class TensorBoardBackend(Backend):
         self._Summary = summary_pb2.Summary
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = EventFile(self.run_dir)
+        # A resumed run keeps the hyperparameters its earlier process recorded.
+        self._hparams, self._hparams_start = _read_session_start(self.run_dir / HPARAMS_FILE)
+        if self._hparams_start is not None:
+            self._write_session(status=None)
         self.log_text(Text("config", _markdown_table(flatten(self.run_config)), 0, time.time()))
 
     def _event(self, step: int, wall_time: float, values: list[Any]) -> None:
@@ -97,20 +119,46 @@ class TensorBoardBackend(Backend):
         from tensorboard.compat.proto.summary_pb2 import HistogramProto
 
         assert record.edges is not None and record.counts is not None and record.stats is not None
-        proto = HistogramProto(min=record.stats["min"], max=record.stats["max"], num=record.stats["num"],
-                               sum=record.stats["sum"], sum_squares=record.stats["sum_squares"],
-                               bucket_limit=record.edges[1:].tolist(), bucket=record.counts.tolist())
+        if record.counts.size == 0:
+            # No finite value (empty or all-NaN input): an empty histogram, which TensorBoard itself reads
+            # as "no buckets" (data_compat), rather than a bucket at 0 that was never observed.
+            proto = HistogramProto(num=0)
+        else:
+            proto = HistogramProto(min=record.stats["min"], max=record.stats["max"], num=record.stats["num"],
+                                   sum=record.stats["sum"], sum_squares=record.stats["sum_squares"],
+                                   bucket_limit=record.edges[1:].tolist(), bucket=record.counts.tolist())
         self._event(record.step, record.wall_time, [self._Summary.Value(tag=record.name, histo=proto)])
 
     def log_hparams(self, record: Hparams) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
+        # Metric columns need nothing here: TensorBoard shows every scalar tag of the run, and the
+        # tracker logs `record.metrics` as scalars too.
         params = {k: _hparam_value(v) for k, v in flatten(record.params).items()}
-        # The HParams dashboard needs the metric tags declared here; their values arrive as ordinary
-        # scalars (the tracker logs `metrics` through log_metrics too).
-        metrics = {k: float(v) for k, v in record.metrics.items()}
-        for summary in hparams(params, metrics):
-            self._file.write(self._Event(wall_time=record.wall_time, step=0, summary=summary))
+        union = {**self._hparams, **params}
+        if union != self._hparams or self._hparams_start is None:
+            self._hparams = union
+            self._hparams_start = self._hparams_start or record.wall_time
+            self._write_session(status=None)
+
+    def _write_session(self, status: RunStatus | None) -> None:
+        """Replace the run's HParams session file: its start info, and its end info once it has ended."""
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=self._hparams_start)
+        for key, value in self._hparams.items():
+            kind = {bool: "bool_value", str: "string_value"}.get(type(value), "number_value")
+            setattr(start.hparams[key], kind, value)
+        infos = {metadata.SESSION_START_INFO_TAG: plugin_data_pb2.HParamsPluginData(session_start_info=start)}
+        if status is not None:
+            code = api_pb2.STATUS_SUCCESS if status == "finished" else api_pb2.STATUS_FAILURE
+            end = plugin_data_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
+            infos[metadata.SESSION_END_INFO_TAG] = plugin_data_pb2.HParamsPluginData(session_end_info=end)
+        tmp = EventFile(self.run_dir, _HPARAMS_TMP.format(pid=os.getpid()))
+        for tag, data in infos.items():
+            value = self._Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data),
+                                        tensor=metadata.NULL_TENSOR)
+            tmp.write(self._Event(wall_time=self._hparams_start, step=0, summary=self._Summary(value=[value])))
+        tmp.close()
+        os.replace(tmp.path, self.run_dir / HPARAMS_FILE)
 
     def update_config(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
@@ -142,14 +190,41 @@ class TensorBoardBackend(Backend):
     def flush(self) -> None:
         self._file.flush()
 
-    def close(self) -> None:
+    def close(self, status: RunStatus = "finished") -> None:
+        """Close the event file; a run that logged hyperparameters ends its HParams session with `status`
+        ("finished" shows as success, anything else as failure)."""
+        if self._hparams_start is not None:
+            self._write_session(status)
         self._file.close()
 
 
-def _hparam_value(value: Any) -> int | float | str | bool:
-    if isinstance(value, (bool, int, float, str)):
-        return value
+def _hparam_value(value: Any) -> float | str | bool:
+    """A value TensorBoard's HParams tab can show (a number, a string or a bool); anything else as text."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range stays exact as text
+            return str(value)
     return str(value)
+
+
+def _read_session_start(path: Path) -> tuple[dict[str, Any], float | None]:
+    """The hyperparameters and start time in a run's HParams session file; `({}, None)` without one."""
+    if not path.exists():
+        return {}, None
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.plugins.hparams import metadata
+
+    for raw in RawEventFileLoader(str(path)).Load():
+        for value in Event.FromString(raw).summary.value:
+            if value.tag == metadata.SESSION_START_INFO_TAG:
+                start = metadata.parse_session_start_info_plugin_data(value.metadata.plugin_data.content)
+                params = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+                return params, start.start_time_secs
+    return {}, None
 
 
 def _markdown_table(values: dict[str, Any]) -> str:
