@@ -37,13 +37,16 @@ from typing import IO, Any, Literal, cast
 import numpy as np
 import torch
 
+from opusclip_track._checks import check_int, is_number
+from opusclip_track._files import atomic_open
 from opusclip_track.config import redact_secrets
 
 MANIFEST_NAME = "manifest.json"
 _FORMAT = "opusclip-track-checkpoint"
 _FORMAT_VERSION = 1
 _CKPT_NAME = re.compile(r"^ckpt-step\d{8,}(-v\d+)?\.pt$")
-_TMP_NAME = re.compile(r"^\.(ckpt-step\d{8,}(-v\d+)?\.pt|manifest\.json)\.\d+\.tmp$")
+# `_files.temp_name`: `.<name>.<pid>.<thread>.tmp` (and `.<name>.<pid>.tmp`, written by earlier versions).
+_TMP_NAME = re.compile(r"^\.(ckpt-step\d{8,}(-v\d+)?\.pt|manifest\.json)\.\d+(\.\d+)?\.tmp$")
 # Values `torch.load(weights_only=True)` reads back without any allow-listing.
 _PLAIN_TYPES = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
 
@@ -143,8 +146,8 @@ class CheckpointManager:
             `wait()` and then `latest` give the final entry.
         """
         self.wait()
-        _check_int("epoch", epoch)
-        _check_int("step", step)
+        check_int("epoch", epoch, minimum=0)
+        check_int("step", step, minimum=0)
         clean_metrics = _clean_metrics(metrics or {})
         states = {"model": model.state_dict(),
                   "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -355,9 +358,8 @@ class CheckpointManager:
 
 
 def _check_arguments(keep_last: int, keep_best: int, monitor: str | None, mode: str) -> None:
-    for name, value in (("keep_last", keep_last), ("keep_best", keep_best)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an int >= 1, received {value!r}")
+    check_int("keep_last", keep_last, minimum=1)
+    check_int("keep_best", keep_best, minimum=1)
     if monitor is not None and (not isinstance(monitor, str) or not monitor):
         raise ValueError(f"monitor: expected a metric name or None, received {monitor!r}")
     if mode not in ("min", "max"):
@@ -379,17 +381,13 @@ def _check_entry(directory: Path, manifest: Path, index: int, entry: Any) -> Non
         if not isinstance(entry[key], types) or isinstance(entry[key], bool):
             raise CheckpointCorruptError(f"{where} ({entry['file']!r}): {key}: expected "
                                          f"{' or '.join(t.__name__ for t in types)}, received {entry[key]!r}")
-    if not all(isinstance(k, str) and _is_number(v) for k, v in entry["metrics"].items()):
+    if not all(isinstance(k, str) and is_number(v) for k, v in entry["metrics"].items()):
         raise CheckpointCorruptError(f"{where} ({entry['file']!r}): metrics: expected names -> numbers, "
                                      f"received {entry['metrics']!r}")
     if not _CKPT_NAME.match(entry["file"]):
         raise CheckpointCorruptError(f"{where}: file: expected a checkpoint file name of this directory "
                                      f"(ckpt-stepNNNNNNNN.pt, no path), received {entry['file']!r}")
     _check_inside(directory, directory / entry["file"], f"{where} ({entry['file']!r})")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_inside(directory: Path, path: Path, where: str) -> None:
@@ -399,18 +397,13 @@ def _check_inside(directory: Path, path: Path, where: str) -> None:
                                      f"{path.resolve()}")
 
 
-def _check_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: expected an int >= 0, received {value!r}")
-
-
 def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Metric values as floats (0-d tensors included) so they fit both the manifest and weights_only."""
     clean: dict[str, float] = {}
     for key, value in metrics.items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
-        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not isinstance(key, str) or not is_number(value):
             raise ValueError(f"metrics[{key!r}]: expected a number or 1-element tensor, received {value!r}")
         clean[key] = float(value)
     return clean
@@ -498,36 +491,15 @@ class _HashingWriter:
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> tuple[int, str]:
-    """Write via `write(file)` to a temp file beside `path`, fsync, rename into place, fsync the directory.
-
-    Returns the size and sha256 of what was written.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            writer = _HashingWriter(file)
-            write(cast(IO[bytes], writer))  # torch.save only needs write() and flush()
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write via `write(file)` atomically and durably (`_files.atomic_open`); the size and sha256 written."""
+    with atomic_open(path) as file:
+        writer = _HashingWriter(file)
+        write(cast(IO[bytes], writer))  # torch.save only needs write() and flush()
     return writer.size, writer.sha256.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> tuple[int, str]:
     return _atomic_write(path, lambda f: f.write(data))
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: the new directory entry survives power loss once the directory is synced."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:

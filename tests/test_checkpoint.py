@@ -276,9 +276,10 @@ def test_background_save_error_is_raised_on_the_next_call(tmp_path: Path, next_c
     directory = tmp_path / "ckpts"
     manager = CheckpointManager(directory, async_save=True)
     model = torch.nn.Linear(2, 2)
-    shutil.rmtree(directory)  # the background write cannot create its file
+    shutil.rmtree(directory)
+    directory.write_text("a file where the directory was")  # the background write cannot create its file
     manager.save(model, epoch=0, step=5)
-    with pytest.raises(CheckpointSaveError, match=r"ckpt-step00000005\.pt.*FileNotFoundError"):
+    with pytest.raises(CheckpointSaveError, match=r"ckpt-step00000005\.pt.*(FileExistsError|NotADirectoryError)"):
         if next_call == "save":
             manager.save(model, epoch=0, step=6)
         else:
