@@ -10,6 +10,7 @@ from .base import Backend
 REGISTRY: dict[str, str] = {
     "tensorboard": "opusclip_track.backends.tensorboard:TensorBoardBackend",
     "wandb": "opusclip_track.backends.wandb:WandbBackend",
+    "mlflow": "opusclip_track.backends.mlflow:MlflowBackend",
 }
 
 
