@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -38,6 +39,8 @@ _NOT_SECRET_BEFORE_WEAK = frozenset({
     "text", "audio", "frame", "register", "sort", "cache", "primary", "foreign", "metric", "monitor", "dict",
     "lookup", "group", "rng", "prng", "seed", "sample", "query", "num", "max", "min"})
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+# Every secret key above contains one of these: a text without any holds no `key=value` secret.
+_SECRET_HINTS = ("key", "token", "pass", "pwd", "secret", "auth", "bearer", "credential", "cookie")
 
 # `scheme://` then everything up to whitespace, a quote or an angle bracket.
 _URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.\-]*://[^\s'"`<>]+""")
@@ -55,6 +58,7 @@ _FLAG_VALUE = re.compile(r"(?<!\S)(?P<flag>-{1,2}[A-Za-z][\w.\-]*)(?P<sep>[ \t]+
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/=\-]+")
 
 
+@functools.lru_cache(maxsize=4096)  # the same keys come back with every record and every text
 def is_secret_key(key: str) -> bool:
     """True when `key` names a secret (`api_key`, `WANDB_API_KEY`, `hfToken`, `db-password`, `auth`, ...).
 
@@ -87,10 +91,14 @@ def redact_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"text: expected a str, received {type(text).__name__}")
-    text = _URL.sub(lambda m: _redact_url(m.group(0)), text)
-    text = _BEARER.sub(rf"\g<1>\g<2>{REDACTED}", text)
-    for pattern in (_KEY_EQUALS, _KEY_COLON, _FLAG_VALUE):
-        text = pattern.sub(_redact_pair, text)
+    if "://" in text:
+        text = _URL.sub(lambda m: _redact_url(m.group(0)), text)
+    lowered = text.lower()
+    # Substring tests first: 9 KB of text without a hint costs 0.1 ms instead of 1.5-3 ms for the scans below.
+    if any(hint in lowered for hint in _SECRET_HINTS):
+        text = _BEARER.sub(rf"\g<1>\g<2>{REDACTED}", text)
+        for pattern in (_KEY_EQUALS, _KEY_COLON, _FLAG_VALUE):
+            text = pattern.sub(_redact_pair, text)
     return text
 
 
