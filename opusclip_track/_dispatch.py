@@ -14,7 +14,7 @@ Concurrency reasoning, in short:
 * `flush` snapshots how many records were queued, wakes the worker and waits until that many were processed,
   so "everything handed over before flush() is written" holds even with several logging threads.
 * The worker never dies from one bad batch: `process` is expected to isolate errors itself; anything that
-  still escapes is logged, counted and the loop goes on.
+  still escapes (`SystemExit` included) is logged, counted in `worker_errors` and the loop goes on.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class Dispatcher(Generic[T]):
 
     Args:
         process: called on the worker thread with a list of items, in hand-over order.
-        flush_interval_s: the worker's wake-up period; also the most a SIGKILL can lose.
+        flush_interval_s: the worker's wake-up period. A record is picked up at most this long after it was
+            put, so a SIGKILL loses at most the records of the last interval plus the one batch being written.
         max_bytes: memory bound of queued items, as estimated by the `nbytes` passed to `put`.
         name: thread name, for debuggers and `py-spy dump`.
     """
@@ -58,6 +59,7 @@ class Dispatcher(Generic[T]):
         self._stopping = False
         self.backpressure_wait_s = 0.0
         self.worker_errors = 0
+        self.slowest_batch_s = 0.0  # the longest `process` call: with the interval, what a SIGKILL can lose
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -118,8 +120,9 @@ class Dispatcher(Generic[T]):
 
     # ---- worker side -----------------------------------------------------------------------------
     def _run(self) -> None:
+        next_wake = time.monotonic() + self._interval
         while True:
-            self._wake.wait(self._interval)
+            self._wake.wait(max(0.0, next_wake - time.monotonic()))
             self._wake.clear()
             with self._lock:
                 stopping = self._stopping
@@ -127,6 +130,9 @@ class Dispatcher(Generic[T]):
             if stopping:
                 self._drain()  # a put that raced with close() is still written
                 return
+            now = time.monotonic()
+            while next_wake <= now:  # the next slot of the fixed schedule (slots missed while writing are skipped:
+                next_wake += self._interval  # `_drain` took everything that arrived meanwhile)
 
     def _drain(self) -> None:
         while True:
@@ -136,11 +142,13 @@ class Dispatcher(Generic[T]):
                     return
                 batch = [self._items.popleft() for _ in range(n)]
                 nbytes = sum(self._sizes.popleft() for _ in range(n))
+            start = time.perf_counter()
             try:
                 self._process(batch)
-            except Exception:  # the worker must survive anything; `process` isolates errors itself
+            except BaseException:  # the worker must survive anything; `process` isolates errors itself
                 self.worker_errors += 1
                 log.exception("opusclip-track worker: a batch of %d records failed", n)
+            self.slowest_batch_s = max(self.slowest_batch_s, time.perf_counter() - start)
             with self._drained:
                 self._processed += n
                 self._queued_bytes -= nbytes

@@ -1,7 +1,8 @@
 """The records that travel from the caller's thread to the worker, and on to the store and the backends.
 
 The caller builds a record in microseconds (no conversion, no I/O); the worker turns raw values into plain
-Python/NumPy data (`resolve_*` in `_dispatch.py`) before any backend sees it. Every record carries its step
+Python/NumPy data (`resolve_scalars`, `bin_histogram` and `MediaEncoder` in `_pipeline.py`) before any backend
+sees it. Every record carries its step
 and the wall time at which the caller logged it, so a backend that writes late still writes the true time.
 """
 
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+RunStatus = Literal["finished", "failed"]
+"""How a run ended: recorded in the store's meta and passed to every backend's `close`."""
 
 
 @dataclass(slots=True)
@@ -64,8 +68,9 @@ class Media:
     """A clip, an image, a figure or a table.
 
     `payload` is what the caller handed over (a CPU copy of the tensor, a figure, rows); the worker fills
-    `files` (encoded files on disk under `media/`, by format: "mp4", "gif", "png") and `frames`/`image`
-    before the backends run.
+    `files` (files on disk under `media/`, by format: "mp4", "png", "json") and `encoded` (bytes in memory:
+    "gif", "png", "markdown") before the backends run. `error` says why a file could not be written (the
+    record is still stored and passed on, with what could be encoded).
     """
 
     kind: MediaKind
@@ -77,6 +82,7 @@ class Media:
     caption: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
     encoded: dict[str, bytes] = field(default_factory=dict)
+    error: str | None = None
 
 
 @dataclass(slots=True)

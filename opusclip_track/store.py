@@ -12,19 +12,35 @@ Layout (`runs/<run_name>/run.db`, WAL mode):
 
 The worker writes one transaction per batch; `synchronous=NORMAL` in WAL mode means a committed batch
 survives the process being killed (only a power loss can take the last transactions).
+
+One process writes a run at a time: the writer holds an exclusive `flock` on `run.lock` for the run's
+lifetime (the kernel releases it when the process dies, SIGKILL included), so a second process opening the
+same run gets `RunLockedError` naming the holder's pid instead of a second writer interleaving with the
+first. The writer also keeps a small reserve file (`.reserve`, 256 KiB) that it gives up when the disk is
+full at close, so the run's final status and health still reach its meta.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 DB_NAME = "run.db"
+LOCK_NAME = "run.lock"
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 256 * 1024  # room for the final meta write on a full disk (a few 4 KiB pages in the WAL)
+
+
+class RunLockedError(RuntimeError):
+    """Another process (or another tracker in this one) is writing this run."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,12 +74,16 @@ class RunStore:
         path = Path(path)
         self.path = path if path.suffix == ".db" else path / DB_NAME
         self._writable = create
+        self._lock: IO[str] | None = None
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _acquire_lock(self.path.parent)
+            _make_reserve(self.path.parent / RESERVE_NAME)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._inode = os.stat(self.path).st_ino
         else:
             if not self.path.exists():
                 raise FileNotFoundError(f"run store: expected {self.path} to exist (is it a run directory "
@@ -74,20 +94,46 @@ class RunStore:
     # ---- writing (the worker) --------------------------------------------------------------------
     def set_meta(self, values: dict[str, Any]) -> None:
         """Insert or replace metadata entries; non-strings are stored as JSON."""
-        rows = [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in values.items()]
         with self._transaction():
-            self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+            self._set_meta(values)
 
-    def write(self, scalars: Sequence[tuple[str, int, float, float]],
-              events: Sequence[tuple[str, str, int | None, float, Any, str | None]] = ()) -> None:
-        """Write one batch in one transaction.
+    def _set_meta(self, values: dict[str, Any]) -> None:
+        rows = [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in values.items()]
+        self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+
+    def set_meta_last(self, values: dict[str, Any]) -> None:
+        """`set_meta` for the last write of a run: on a full disk, give up the reserve file and try again."""
+        try:
+            self.set_meta(values)
+        except sqlite3.OperationalError:
+            reserve = self.path.parent / RESERVE_NAME
+            if not reserve.exists():
+                raise
+            reserve.unlink()
+            self.set_meta(values)
+
+    def write(self, scalars: Sequence[tuple[str, int, float, float]] = (),
+              events: Sequence[tuple[str, str, int | None, float, Any, str | None]] = (), *,
+              config_updates: Sequence[dict[str, Any]] = (), rewind: int | None = None) -> None:
+        """Write one batch in one transaction: all of it lands, or none of it (then the error is raised).
 
         Args:
             scalars: `(key, step, wall_time, value)` rows.
             events: `(kind, name, step, wall_time, data, path)` rows; `data` is JSON-serialised.
+            config_updates: entries merged into the stored run configuration, in order.
+            rewind: a resumed run restarts at this step: scalars at steps >= it are moved to
+                `superseded_scalars` first, so the history stays one increasing series and nothing is deleted.
         """
-        key_ids = self._key_ids
         with self._transaction():
+            if rewind is not None:
+                self._conn.execute("INSERT INTO superseded_scalars SELECT * FROM scalars WHERE step >= ?", (rewind,))
+                self._conn.execute("DELETE FROM scalars WHERE step >= ?", (rewind,))
+            if config_updates:
+                config = self.config()
+                for values in config_updates:
+                    config.update(values)
+                self._set_meta({"config": config})
+            key_ids = self._key_ids
             for key, _, _, _ in scalars:
                 if key not in key_ids:
                     self._key_id(key)
@@ -100,16 +146,11 @@ class RunStore:
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Merge entries into the stored run configuration."""
-        config = self.config()
-        config.update(values)
-        self.set_meta({"config": config})
+        self.write(config_updates=[values])
 
     def rewind(self, step: int) -> None:
-        """A resumed run restarts at `step`: move scalars at steps >= `step` to `superseded_scalars`, so the
-        history stays one increasing series and nothing logged is deleted."""
-        with self._transaction():
-            self._conn.execute("INSERT INTO superseded_scalars SELECT * FROM scalars WHERE step >= ?", (step,))
-            self._conn.execute("DELETE FROM scalars WHERE step >= ?", (step,))
+        """A resumed run restarts at `step` (see `write`)."""
+        self.write(rewind=step)
 
     def _key_id(self, key: str) -> int:
         self._conn.execute("INSERT OR IGNORE INTO keys (name) VALUES (?)", (key,))
@@ -118,12 +159,45 @@ class RunStore:
         return int(kid)
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+        self._check_in_place()
+        return _Transaction(self._conn, self._key_ids)
+
+    def _check_in_place(self) -> None:
+        """Raise `FileNotFoundError` when the database file was removed or replaced since it was opened (the
+        run directory deleted, say): SQLite in WAL mode would go on writing into the unlinked files without
+        an error, and everything written from then on would vanish at close."""
+        try:
+            moved = os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            raise FileNotFoundError(f"the run store {self.path} was removed or replaced while the run was writing it")
 
     def close(self) -> None:
+        """Close the connection; the writer also builds the scalar index, drops its reserve and its lock.
+
+        Never raises for a store that can no longer be written (full disk, removed run directory): the
+        index is an optimisation, and the data written so far is already committed.
+        """
         if self._writable:
-            self._conn.execute(_INDEX)
+            try:
+                self._conn.execute(_INDEX)
+            except sqlite3.Error:
+                pass  # readers scan without the index; nothing is lost
+            with contextlib.suppress(OSError):
+                (self.path.parent / RESERVE_NAME).unlink(missing_ok=True)
         self._conn.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop this process's reference to the run's lock without unlocking it, so the
+        lock is released when the parent (its owner) closes, not when the child exits."""
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock.fileno())
+            self._lock = None
 
     # ---- reading ---------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -183,12 +257,20 @@ class RunStore:
 
 
 class _Transaction:
-    """BEGIN ... COMMIT on an autocommit connection (rollback on error), retrying a locked database."""
+    """BEGIN ... COMMIT on an autocommit connection (rollback on error), retrying a locked database.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    A failed transaction leaves nothing behind: key ids cached during it are forgotten (their rows were
+    rolled back), and a COMMIT that fails (a full disk) is rolled back too. SQLite may already have rolled
+    back by itself (it does on SQLITE_FULL), so ROLLBACK is only sent while a transaction is open.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, key_ids: dict[str, int]) -> None:
         self._conn = conn
+        self._key_ids = key_ids
+        self._known = 0
 
     def __enter__(self) -> None:
+        self._known = len(self._key_ids)
         for attempt in range(50):
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -199,7 +281,21 @@ class _Transaction:
                 time.sleep(0.02)
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+        for key in list(self._key_ids)[self._known:]:  # dicts keep insertion order: the keys added here
+            del self._key_ids[key]
 
 
 def _loads(text: str | None) -> Any:
@@ -209,6 +305,34 @@ def _loads(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _acquire_lock(run_dir: Path) -> IO[str]:
+    """Take the run's writer lock or raise `RunLockedError` naming the process that holds it."""
+    handle = open(run_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        this = " (this process)" if holder == str(os.getpid()) else ""
+        raise RunLockedError(
+            f"run {run_dir.name!r} is already open for writing by process {holder}{this} (lock "
+            f"{run_dir / LOCK_NAME}): one process writes a run at a time. Close that tracker first (resume "
+            "the run afterwards with TrackingConfig(resume=...)), or pick another run_name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _make_reserve(path: Path) -> None:
+    """Write the reserve file (real blocks, not a sparse file) unless it is already there (a resumed run)."""
+    with contextlib.suppress(OSError):  # no room for it: the run still starts, without the reserve
+        if not path.exists() or path.stat().st_size < RESERVE_BYTES:
+            path.write_bytes(bytes(RESERVE_BYTES))
 
 
 def list_runs(log_dir: str | Path = "runs") -> list[Path]:

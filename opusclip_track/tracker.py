@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any, Literal
+from types import FrameType, TracebackType
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -26,12 +28,12 @@ from ._dispatch import Dispatcher
 from ._pipeline import BackendSlot, Pipeline
 from .backends import get_backend_class
 from .checkpoint import CheckpointInfo, CheckpointManager, LoadedCheckpoint
-from .config import TrackingConfig, redact_secrets
+from .config import TrackingConfig, redact_secrets, redact_text
 from .diagnostics import ModelWatcher, model_architecture_summary, training_step_metrics
 from .distributed import rank_zero_only, refresh_rank
 from .environment import capture_environment
 from .media import ImageLayout, VideoLayout
-from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
+from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, RunStatus, Scalars, Text
 from .store import RunStore, list_runs
 from .system import SystemMonitor
 
@@ -40,6 +42,8 @@ log = logging.getLogger("opusclip_track")
 # Types accepted as metric values without further checks (the common case on the hot path).
 _PLAIN_NUMBERS = frozenset({float, int, bool, np.float64, np.float32, np.float16, np.int64, np.int32,
                             np.int16, np.int8, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_})
+_MAX_STEP = 2**63 - 1  # steps are signed 64-bit in SQLite, TensorBoard's Event and W&B
+_MAX_INT_VALUE = int(np.finfo(np.float64).max)  # a Python int beyond this has no float64: it can never be stored
 
 
 class AdvancedExperimentTracker:
@@ -69,6 +73,7 @@ class AdvancedExperimentTracker:
         self._step = -1  # last step used; the next automatic step is _step + 1
         self._known_keys: set[str] = set()
         self._closed = False
+        self._owner_pid = os.getpid()  # a forked child must not write or close the parent's run
         self._dispatcher: Dispatcher[Record] | None = None
         self._monitor: SystemMonitor | None = None
         self._watchers: list[ModelWatcher] = []
@@ -147,6 +152,24 @@ class AdvancedExperimentTracker:
             return {}
         return {s.backend.name: s.errors for s in self._pipeline.slots}
 
+    @property
+    def health(self) -> dict[str, Any]:
+        """What went wrong in this run so far, counted by stage; also stored in the run's meta at close.
+
+        Keys: `ok` (False when any record is missing from the store or from a backend), `worker_errors`,
+        `bad_records` (could not be converted), `media_write_errors` (file not written; the record is stored
+        with its error), `store_rejected` (content the store can never hold), `store_write_failures`
+        (attempts that hit a full disk or a read-only/removed run directory), `store_pending` (records held
+        for the next attempt), `store_lost` (never reached the store), `store_last_error`, and per backend:
+        `backend_errors`, `backend_gave_up` (records it never received), `backend_pending` (waiting for a
+        retry), `backend_last_error`, plus `backends_missing_hparams`, and `slowest_batch_s` (the longest the
+        worker took to convert and store one batch: a SIGKILL loses at most the records of the last
+        `flush_interval_s` plus this). Empty on a non-zero rank.
+        """
+        if self._dispatcher is None:
+            return {}
+        return self._pipeline.health(self._dispatcher)
+
     # ---- the hot path ----------------------------------------------------------------------------
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -168,13 +191,18 @@ class AdvancedExperimentTracker:
         if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics: expected a dict of name -> number, received {type(metrics).__name__}")
         values = dict(metrics)  # the caller may reuse its dict
-        # Fast path, all in C: every key already validated once and every value a plain number.
-        if values.keys() <= self._known_keys and set(map(type, values.values())) <= _PLAIN_NUMBERS:
+        # Fast path, all in C: every key already validated once and every value a plain number (a Python int
+        # only when it fits a float64: one more set lookup, and a scan of the ints when there are any).
+        types = set(map(type, values.values()))
+        if values.keys() <= self._known_keys and types <= _PLAIN_NUMBERS and (int not in types or _ints_fit(values)):
             return values
         for key, value in values.items():
             if key not in self._known_keys:
                 _check_key(key, "metrics")
                 self._known_keys.add(key)
+            if type(value) is int and not -_MAX_INT_VALUE <= value <= _MAX_INT_VALUE:
+                raise ValueError(f"metrics[{key!r}]: expected a number within float64 range (|x| <= 1.8e308), "
+                                 f"received an int of {len(str(abs(value)))} digits")
             if type(value) in _PLAIN_NUMBERS:
                 continue
             if isinstance(value, torch.Tensor):
@@ -194,8 +222,10 @@ class AdvancedExperimentTracker:
                 if not isinstance(step, (int, np.integer)) or isinstance(step, bool):
                     raise TypeError(f"step: expected an int, received {type(step).__name__} {step!r}")
                 step = int(step)
-            if step < 0:
-                raise ValueError(f"step: expected >= 0, received {step}")
+            if not 0 <= step <= _MAX_STEP:
+                raise ValueError(f"step: expected >= 0, received {step}" if step < 0 else
+                                 f"step: expected <= 2**63 - 1 (a signed 64-bit int, as SQLite, TensorBoard and "
+                                 f"W&B store steps), received {step}")
             if step > self._step:
                 self._step = step
             return step
@@ -214,7 +244,15 @@ class AdvancedExperimentTracker:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(f"tracker for run {self.run_name!r} is closed: nothing more can be logged")
+            raise RuntimeError(self._closed_message())
+
+    def _closed_message(self) -> str:
+        if os.getpid() != self._owner_pid:
+            return (f"tracker for run {self.run_name!r} belongs to process {self._owner_pid}; this process "
+                    f"({os.getpid()}) is a fork of it (a DataLoader worker, a multiprocessing 'fork' child, "
+                    "os.fork()), and a forked child never writes or closes its parent's run: log from the parent "
+                    "(return the values to it), or open a tracker with another run_name in the child")
+        return f"tracker for run {self.run_name!r} is closed: nothing more can be logged"
 
     # ---- other records ---------------------------------------------------------------------------
     @rank_zero_only
@@ -231,6 +269,7 @@ class AdvancedExperimentTracker:
             raise TypeError(f"params: expected a dict, received {type(params).__name__}")
         for key in params:
             _check_key(key, "params")
+        _check_utf8_tree(params, "params")
         summary = self._check_scalars(metrics or {})
         clean = redact_secrets(dict(params))
         self._put(Hparams(clean, summary, time.time()), 1024)
@@ -239,23 +278,37 @@ class AdvancedExperimentTracker:
 
     @rank_zero_only
     def log_text(self, name: str, text: str, step: int | None = None) -> None:
-        """Log a text entry (Markdown in TensorBoard's Text tab, HTML in W&B)."""
+        """Log a text entry (Markdown in TensorBoard's Text tab, HTML in W&B).
+
+        Secrets in it (`scheme://user:password@host`, `api_key=...`, `Authorization: Bearer ...`) are redacted
+        before it is handed over (`opusclip_track.config.redact_text`).
+        """
         self._check_open()
         _check_key(name, "name")
         if not isinstance(text, str):
             raise TypeError(f"text: expected a str, received {type(text).__name__}")
+        _check_utf8(text, "text")
+        text = redact_text(text)
         self._put(Text(name, text, self._current_step(step), time.time()), 128 + len(text))
 
     @rank_zero_only
     def log_histogram(self, name: str, values: Any, step: int | None = None, bins: int = 64) -> None:
-        """Log the distribution of `values` (tensor on any device, array or sequence); binned on the worker."""
+        """Log the distribution of `values` (tensor on any device, array or sequence); binned on the worker.
+
+        NaN and Inf are counted apart (`nonfinite`), not binned; with no finite value at all the recorded
+        histogram is empty (no bins, `num` 0). Empty `values` raise `ValueError`.
+        """
         self._check_open()
         _check_key(name, "name")
         if isinstance(values, torch.Tensor):
+            if values.numel() == 0:  # shape metadata: no device sync
+                raise ValueError(f"values: expected a non-empty tensor, received shape {tuple(values.shape)}")
             data: Any = values.detach().clone()  # on its own device: no sync, safe from later in-place edits
             nbytes = data.numel() * data.element_size()
         else:
             data = np.array(values)
+            if data.size == 0:
+                raise ValueError(f"values: expected a non-empty array or sequence, received shape {data.shape}")
             if data.dtype.kind not in "biuf":
                 raise TypeError(f"values: expected numbers, received an array of dtype {data.dtype}")
             nbytes = data.nbytes
@@ -266,7 +319,9 @@ class AdvancedExperimentTracker:
     def _log_now(self, values: Mapping[str, Any]) -> None:
         """Log scalars at the current step without advancing it (system samples, summaries)."""
         if self._closed:
-            return
+            if os.getpid() != self._owner_pid:
+                raise RuntimeError(self._closed_message())
+            return  # the system monitor racing with close()
         self._put(Scalars(self._current_step(None), time.time(), self._check_scalars(values)),
                   64 + 48 * len(values))
 
@@ -276,6 +331,7 @@ class AdvancedExperimentTracker:
         self._check_open()
         if not isinstance(values, Mapping):
             raise TypeError(f"values: expected a dict, received {type(values).__name__}")
+        _check_utf8_tree(values, "values")
         clean = redact_secrets(dict(values))
         self._run_config.update(clean)
         self._put(ConfigUpdate(clean, time.time()), 1024)
@@ -311,6 +367,8 @@ class AdvancedExperimentTracker:
                                  f"received {tuple(reference.shape)}")
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 1000:
             raise ValueError(f"fps: expected a number in (0, 1000), received {fps!r}")
+        if caption is not None:
+            _check_utf8(caption, "caption")
         options = {"fps": float(fps), "layout": layout, "value_range": value_range,
                    "reference": None if reference is None else _host_copy(reference)}
         record = Media("video", name, self._current_step(step), time.time(), _host_copy(video), options, caption)
@@ -326,6 +384,8 @@ class AdvancedExperimentTracker:
         media.check_image(image, layout=layout)
         if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
             raise ValueError(f"nrow: expected an int >= 1, received {nrow!r}")
+        if caption is not None:
+            _check_utf8(caption, "caption")
         options = {"layout": layout, "value_range": value_range, "nrow": nrow}
         record = Media("image", name, self._current_step(step), time.time(), _host_copy(image), options, caption)
         self._put(record, _nbytes(image))
@@ -348,15 +408,24 @@ class AdvancedExperimentTracker:
     @rank_zero_only
     def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                   step: int | None = None) -> None:
-        """Log a table: a W&B Table, a Markdown table in TensorBoard's Text tab, JSON in `media/`."""
+        """Log a table: a W&B Table, a Markdown table in TensorBoard's Text tab, JSON in `media/`.
+
+        Cells are numbers, strings, bools, None, or one-element tensors and NumPy scalars (stored as their
+        number; a CPU tensor is read now, a device tensor on the worker).
+        """
         self._check_open()
         _check_key(name, "name")
         if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
             raise TypeError(f"columns: expected a sequence of str, received {columns!r}")
-        table = [list(row) for row in rows]
+        for c in columns:
+            _check_utf8(c, "columns")
+        table = [[_table_cell(v) for v in row] for row in rows]
         for i, row in enumerate(table):
             if len(row) != len(columns):
                 raise ValueError(f"rows[{i}]: expected {len(columns)} values (one per column), received {len(row)}")
+            for value in row:
+                if isinstance(value, str):
+                    _check_utf8(value, f"rows[{i}]")
         payload = (list(columns), table)
         self._put(Media("table", name, self._current_step(step), time.time(), payload), 256 + 64 * len(table))
 
@@ -490,11 +559,12 @@ class AdvancedExperimentTracker:
         return self._checkpoints
 
     def _log_best_checkpoint_artifact(self) -> None:
-        """At close, with every write finished: the best checkpoint (the latest one without a monitor)
-        becomes a W&B model artifact with aliases best/latest."""
+        """At close, with every write finished: the best checkpoint (the latest one without a monitor) goes to
+        every backend as a model artifact with aliases best/latest (W&B and MLflow keep it; the store records
+        it; backends without artifacts ignore it)."""
         manager = self._checkpoints
         info = None if manager is None else (manager.best or manager.latest)
-        if info is None or not self.config.use_wandb:
+        if info is None:
             return
         metadata = {"step": info.step, "epoch": info.epoch, "sha256": info.sha256, **info.metrics}
         self._put(Artifact(f"model-{self.run_name}", info.path, "model", ["best", "latest"], metadata,
@@ -508,9 +578,9 @@ class AdvancedExperimentTracker:
         """Save a verified, atomic checkpoint (the original API) and record the event.
 
         With `async_checkpoint` (the default) only the copy to CPU memory happens here; the returned info's
-        size and sha256 are final once `tracker.checkpoints.wait()` returns. When W&B is on, the best
-        checkpoint by `checkpoint_monitor` (the latest without one) is logged as a model artifact with
-        aliases `best`/`latest` when the tracker closes.
+        size and sha256 are final once `tracker.checkpoints.wait()` returns. The best checkpoint by
+        `checkpoint_monitor` (the latest without one) is sent to every backend as a model artifact with
+        aliases `best`/`latest` when the tracker closes (W&B and MLflow keep it).
         """
         self._check_open()
         at = self._current_step(step)
@@ -541,8 +611,18 @@ class AdvancedExperimentTracker:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything logged so far is in the store and every backend. False on timeout."""
-        if self._dispatcher is None or self._closed:
+        """Wait until everything logged so far is in the store and has been through every backend.
+
+        Returns:
+            False on timeout, or when some record logged so far is not in the store (it could not be
+            converted, the store rejected it, or the store cannot be written: `health` says which); the
+            backends' own failures are counted in `health` and do not make it False.
+        """
+        if self._dispatcher is None:
+            return True
+        if self._closed:
+            if os.getpid() != self._owner_pid:
+                raise RuntimeError(self._closed_message())
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._dispatcher.flush(timeout):  # into the store ...
@@ -550,8 +630,21 @@ class AdvancedExperimentTracker:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self._pipeline.flush(remaining)  # ... and through every backend
 
-    def close(self) -> None:
-        """Flush, stop the worker, close the backends and the store. Idempotent; atexit/SIGTERM call it."""
+    def close(self, status: RunStatus = "finished") -> None:
+        """Flush, stop the worker, close the backends and the store. Idempotent; atexit/SIGTERM call it.
+
+        Args:
+            status: how the run ended, recorded in its meta and passed to every backend: "finished", or
+                "failed" (a `with` block that raised, an uncaught exception or SIGTERM set it for you).
+
+        Never raises for what the backends or the store do at close: their failures are counted in the
+        run's `health` (also written to its meta) and summarised in one warning.
+        """
+        if status not in get_args(RunStatus):
+            raise ValueError(f"status: expected one of {get_args(RunStatus)}, received {status!r}")
+        self._finish(status, None)
+
+    def _finish(self, status: RunStatus, error: str | None) -> None:
         if self._closed:
             return
         self._closed = True
@@ -560,22 +653,38 @@ class AdvancedExperimentTracker:
         if self._monitor is not None:
             self._monitor.stop()
         if self._checkpoints is not None:
-            self._checkpoints.close()  # pending async writes finish before the artifact is logged
-            self._log_best_checkpoint_artifact()
+            try:
+                self._checkpoints.close()  # pending async writes finish before the artifact is logged
+                self._log_best_checkpoint_artifact()
+            except Exception as exc:
+                log.error("opusclip-track: finishing the checkpoints of run %s failed (%s: %s)", self.run_name,
+                          type(exc).__name__, exc)
         self._dispatcher.close()  # everything into the store ...
-        self._pipeline.close()  # ... and through the backends
-        self._store.set_meta({"status": "finished", "finished_at": time.time(),
-                              "backend_errors": self.backend_errors,
-                              "backend_gave_up": {s.backend.name: s.given_up for s in self._pipeline.slots},
-                              "backpressure_wait_s": self._dispatcher.backpressure_wait_s})
-        self._store.close()
+        self._pipeline.close(status)  # ... and through the backends
+        health = self.health
+        meta = {"status": status, "finished_at": time.time(), "backend_errors": health["backend_errors"],
+                "backend_gave_up": health["backend_gave_up"],
+                "backpressure_wait_s": self._dispatcher.backpressure_wait_s,
+                "error": error}  # None for a finished run (also clears a resumed run's earlier error)
+        self._pipeline.finish(meta, health)
         _OPEN.discard(self)
+
+    def _abandon_after_fork(self) -> None:
+        """In a forked child: this run belongs to the parent. Never write or close it from here."""
+        self._closed = True
+        if self._dispatcher is not None:
+            self._store.forget_after_fork()
 
     def __enter__(self) -> AdvancedExperimentTracker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """A block that raised (other than `sys.exit(0)`) ends the run as "failed", with the error in its meta."""
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            self._finish("finished", None)
+        else:
+            self._finish("failed", _describe(exc))
 
     def __repr__(self) -> str:
         return f"AdvancedExperimentTracker(run_name={self.run_name!r}, step={self._step})"
@@ -586,6 +695,51 @@ def _check_key(key: Any, argument: str) -> None:
     if not isinstance(key, str) or not key.strip():
         raise (TypeError if not isinstance(key, str) else ValueError)(
             f"{argument}: expected non-empty string keys, received {type(key).__name__} {key!r}")
+    _check_utf8(key, argument)
+
+
+def _check_utf8(text: str, argument: str) -> None:
+    """Text must encode as UTF-8 (SQLite, protobuf and W&B need it): a lone surrogate such as the
+    `"\\udcff"` that `os.fsdecode` makes of an undecodable byte cannot be stored anywhere."""
+    if not isinstance(text, str):
+        raise TypeError(f"{argument}: expected a str, received {type(text).__name__}")
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{argument}: expected text that encodes as UTF-8, received {text!r} with the lone "
+                         f"surrogate {text[exc.start]!r} at index {exc.start}") from None
+
+
+def _check_utf8_tree(value: Any, argument: str) -> None:
+    """`_check_utf8` on every string key and value of nested dicts/lists (hyperparameters, config)."""
+    if isinstance(value, str):
+        _check_utf8(value, argument)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str):
+                _check_utf8(key, f"{argument} key")
+            _check_utf8_tree(item, f"{argument}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_utf8_tree(item, f"{argument}[{i}]")
+
+
+def _ints_fit(values: dict[str, Any]) -> bool:
+    """True when every Python int among `values` has a float64 (|x| <= 1.8e308)."""
+    return all(-_MAX_INT_VALUE <= v <= _MAX_INT_VALUE for v in values.values() if type(v) is int)
+
+
+def _table_cell(value: Any) -> Any:
+    """A table cell for the worker: a CPU tensor is read now (later in-place edits must not change it), a
+    device tensor is cloned on its device (read on the worker: no sync here), a NumPy scalar is its number."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return value.tolist() if value.device.type == "cpu" else value.clone()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _scalar_tensor(key: str, value: torch.Tensor) -> Any:
@@ -640,9 +794,15 @@ def _nbytes(x: Any) -> int:
     return int(x.nbytes) if isinstance(x, np.ndarray) else x.numel() * x.element_size()
 
 
-# ---- closing open trackers at exit and on SIGTERM -----------------------------------------------------
+def _describe(exc: BaseException) -> str:
+    """`"TypeName: message"`, as a traceback's last line shows it."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---- closing open trackers at exit, on SIGTERM and after an uncaught exception; forks -------------------
 _OPEN: weakref.WeakSet[AdvancedExperimentTracker] = weakref.WeakSet()
 _handlers_installed = False
+_uncaught: list[str] = []  # the uncaught exception the interpreter is exiting with, as "TypeName: message"
 
 
 def _register(tracker: AdvancedExperimentTracker) -> None:
@@ -652,11 +812,21 @@ def _register(tracker: AdvancedExperimentTracker) -> None:
         return
     _handlers_installed = True
     atexit.register(_close_all)
+    previous_hook = sys.excepthook
+
+    def on_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        # The interpreter calls this for the exception a script dies with, then runs atexit (which closes
+        # the runs as failed). At an interactive prompt it is called for every error and the session goes on.
+        if not hasattr(sys, "ps1"):
+            _uncaught.append(_describe(exc))
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = on_uncaught
     if threading.current_thread() is threading.main_thread():
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            _close_all()
+            _close_all("failed", "SIGTERM: the process was terminated")
             if callable(previous):
                 previous(signum, frame)
             else:  # default action: die by SIGTERM, as the sender expects
@@ -666,9 +836,24 @@ def _register(tracker: AdvancedExperimentTracker) -> None:
         signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _close_all() -> None:
+def _close_all(status: RunStatus | None = None, error: str | None = None) -> None:
+    if status is None:  # at exit: failed if the script died of an uncaught exception
+        status = "failed" if _uncaught else "finished"
+        error = _uncaught[-1] if _uncaught else None
     for tracker in list(_OPEN):
         try:
-            tracker.close()
+            tracker._finish(status, error)
         except Exception:  # at exit, close what can be closed
             log.exception("closing tracker %s failed", tracker.run_name)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (DataLoader worker, multiprocessing 'fork', os.fork) inherits the parent's trackers but
+    not their threads: it must neither write their runs nor close them at its exit (that would mark the
+    parent's run finished and finish its W&B run). Logging from the child raises a RuntimeError that says so."""
+    for tracker in list(_OPEN):
+        tracker._abandon_after_fork()
+    _OPEN.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -19,6 +19,7 @@ import torch
 from _readers import scalars, tensorboard_accumulator
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend
+from opusclip_track.backends.wandb import STEP_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +110,7 @@ def test_wandb_offline_run_has_name_group_config_and_steps(runs_dir: Path) -> No
         tracker.log_metrics({"loss": 1.0}, step=3)
         tracker.log_metrics({"loss": 0.5}, step=7)
     run = read_wandb_run(tracker.run_dir)
-    assert [(r["_step"], r["loss"]) for r in run["history"] if "loss" in r] == [(3, 1.0), (7, 0.5)]
+    assert [(r[STEP_KEY], r["loss"]) for r in run["history"] if "loss" in r] == [(3, 1.0), (7, 0.5)]
     assert run["run"].display_name == tracker.run_name and run["run"].run_group == "ablation"
     assert list(run["run"].tags) == ["a", "b"] and run["run"].notes == "hello"
     assert run["config"]["experiment_name"] == "t"
@@ -268,7 +269,7 @@ def test_sigterm_closes_the_tracker(runs_dir: Path, tmp_path: Path) -> None:
     assert proc.wait(timeout=60) == -signal.SIGTERM
     store = RunStore(run_dir)
     assert len(store.history("loss")) == 100  # the 30 s flush interval never elapsed: close() wrote them
-    assert store.meta()["status"] == "finished"
+    assert store.meta()["status"] == "failed" and store.meta()["error"].startswith("SIGTERM")
     assert len(scalars("tensorboard", run_dir)["loss"]) == 100
 
 
@@ -402,3 +403,79 @@ def test_context_manager_and_properties(runs_dir: Path) -> None:
         assert tracker.step == 0
     assert os.path.exists(runs_dir / "my-run" / "run.db")
     assert RunStore(runs_dir / "my-run").meta()["status"] == "finished"
+
+
+@pytest.mark.parametrize(("call", "words"), [
+    (lambda t: t.log_metrics({"a": 1.0}, step=2**63), ["step", "2**63 - 1", str(2**63)]),
+    (lambda t: t.log_metrics({"a": 1.0}, step=np.uint64(2**63)), ["step", "2**63 - 1"]),
+    (lambda t: t.log_metrics({"b\udcff": 1.0}), ["metrics", "UTF-8", "\\udcff"]),
+    (lambda t: t.log_metrics({"big": 10**400, "ok": 1.0}), ["metrics['big']", "float64", "401 digits"]),
+    (lambda t: t.log_metrics({"known": -(10**309)}), ["metrics['known']", "float64"]),  # a key seen before
+    (lambda t: t.log_text("n\udcff", "x"), ["name", "UTF-8"]),
+    (lambda t: t.log_text("n", "caf\udce9"), ["text", "UTF-8"]),
+    (lambda t: t.log_hyperparameters({"opt": {"na\udcffme": 1}}), ["params", "UTF-8"]),
+    (lambda t: t.log_table("t", ["a"], [["x\udcff"]]), ["rows[0]", "UTF-8"]),
+    (lambda t: t.log_table("t", ["a\udcff"], [[1]]), ["columns", "UTF-8"]),
+    (lambda t: t.log_image(torch.rand(3, 4, 4), "i", caption="\udcff"), ["caption", "UTF-8"]),
+    (lambda t: t.update_config({"note": "\udcff"}), ["values['note']", "UTF-8"]),
+])
+def test_what_can_never_be_stored_raises_at_the_call(runs_dir: Path, call: object, words: list[str]) -> None:
+    """Each of these was accepted and then took its whole batch down with it (store and every backend)."""
+    with make(runs_dir) as tracker:
+        tracker.log_metrics({"known": 1, "ok": 1.0}, step=0)
+        with pytest.raises(ValueError) as info:
+            call(tracker)  # type: ignore[operator]
+        for word in words:
+            assert word in str(info.value)
+        tracker.log_metrics({"ok": 2.0, "big": 10**300, "café": 3.0}, step=1)  # large ints and UTF-8 are fine
+        assert tracker.flush()
+    store = RunStore(tracker.run_dir)
+    assert [v for _, _, v in store.history("ok")] == [1.0, 2.0]
+    assert store.history("big")[0][2] == 1e300 and store.history("café")[0][2] == 3.0
+    assert [s for s, _ in scalars("tensorboard", tracker.run_dir)["ok"]] == [0, 1]
+
+
+def test_histogram_of_nothing_raises_and_all_nan_is_recorded_empty(runs_dir: Path) -> None:
+    with make(runs_dir) as tracker:
+        for empty in (torch.ones(0), np.zeros((3, 0)), []):
+            with pytest.raises(ValueError, match=r"values: expected a non-empty .* received shape \((0,|3, 0)\)"):
+                tracker.log_histogram("h", empty)
+        tracker.log_histogram("all_nan", torch.full((5,), float("nan")), step=1)
+        tracker.log_histogram("some_nan", np.array([1.0, np.nan, 3.0]), step=1, bins=2)
+    store = RunStore(tracker.run_dir)
+    (nan,) = store.events("histogram", "all_nan")
+    assert nan["data"]["edges"] == [] and nan["data"]["counts"] == [] and nan["data"]["num"] == 0
+    assert nan["data"]["nonfinite"] == 5 and math.isnan(nan["data"]["min"]), "no invented sample at 0"
+    (some,) = store.events("histogram", "some_nan")
+    assert some["data"]["counts"] == [1.0, 1.0] and some["data"]["num"] == 2 and some["data"]["nonfinite"] == 1
+
+
+def test_a_run_that_raises_inside_with_is_recorded_as_failed(runs_dir: Path) -> None:
+    with pytest.raises(RuntimeError, match="diverged"), make(runs_dir) as tracker:
+        tracker.log_metrics({"loss": 1.0}, step=0)
+        raise RuntimeError("loss diverged at step 0")
+    meta = RunStore(tracker.run_dir).meta()
+    assert meta["status"] == "failed" and meta["error"] == "RuntimeError: loss diverged at step 0"
+    assert RunStore(tracker.run_dir).history("loss"), "what was logged before the error is kept"
+    with make(runs_dir) as clean:
+        clean.log_metrics({"loss": 1.0})
+    assert RunStore(clean.run_dir).meta()["status"] == "finished" and RunStore(clean.run_dir).meta()["error"] is None
+    with pytest.raises(SystemExit), make(runs_dir) as exits:
+        sys.exit(0)  # a script that ends itself successfully
+    assert RunStore(exits.run_dir).meta()["status"] == "finished"
+    explicit = make(runs_dir)
+    with pytest.raises(ValueError, match="status: expected one of"):
+        explicit.close("crashed")  # type: ignore[arg-type]
+    explicit.close("failed")
+    assert RunStore(explicit.run_dir).meta()["status"] == "failed"
+
+
+def test_log_text_redacts_secrets_in_free_text(runs_dir: Path) -> None:
+    secrets = ["hunter2", "AA@BB", "sk-0123456789"]
+    with make(runs_dir, use_wandb=True) as tracker:
+        tracker.log_text("notes", "cache redis://:hunter2@db:6379 and https://bob:AA@BB@host/x", step=0)
+        tracker.log_text("cmd", "python train.py api_key=sk-0123456789 lr=0.1", step=0)
+    leaks = [(p, s) for p in tracker.run_dir.rglob("*") if p.is_file() for s in secrets if s.encode() in p.read_bytes()]
+    assert leaks == []
+    texts = {e["name"]: e["data"]["text"] for e in RunStore(tracker.run_dir).events("text")}
+    assert "redis://:" in texts["notes"] and "lr=0.1" in texts["cmd"], "the rest of the text is kept"

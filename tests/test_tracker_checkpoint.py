@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
+import pytest
 import torch
 
 from _readers import scalars
 from _wandb_reader import read_wandb_run
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
+from opusclip_track.backends import REGISTRY, Backend
+from opusclip_track.records import Artifact
 
 
 def small_model() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -90,3 +94,40 @@ def test_resume_reuses_the_wandb_run_id(tmp_path: Path) -> None:
     runs = sorted((tmp_path / "runs" / "same-run" / "wandb").glob("offline-run-*"))
     ids = {read_wandb_run(r)["run"].run_id for r in runs}
     assert len(runs) == 2 and ids == {"same-run"}
+
+
+class ArtifactRecorder(Backend):
+    """A backend beside TensorBoard (MLflow-like) that keeps the artifacts it is sent."""
+
+    name = "artifacts"
+    received: ClassVar[list[Artifact]] = []
+
+    def start(self) -> None:
+        pass
+
+    def log_scalars(self, records: object) -> None:
+        pass
+
+    def log_hparams(self, record: object) -> None:
+        pass
+
+    def log_artifact(self, record: Artifact) -> None:
+        ArtifactRecorder.received.append(record)
+
+    def close(self, status: str = "finished") -> None:
+        pass
+
+
+def test_the_best_checkpoint_reaches_every_backend_without_wandb(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, "artifacts", f"{__name__}:ArtifactRecorder")
+    ArtifactRecorder.received.clear()
+    model, optimizer, scheduler = small_model()
+    with AdvancedExperimentTracker(config(tmp_path, backends=["artifacts"])) as tracker:  # use_wandb=False
+        for step, val in enumerate([0.9, 0.3, 0.7]):
+            tracker.save_checkpoint(model, optimizer, scheduler, epoch=step, metrics={"val/loss": val}, step=step)
+    best = tracker.checkpoints.best
+    assert best is not None and best.step == 1
+    (artifact,) = ArtifactRecorder.received
+    assert artifact.path == best.path and artifact.type == "model" and set(artifact.aliases) == {"best", "latest"}
+    assert RunStore(tracker.run_dir).events("artifact")[-1]["path"] == str(best.path)

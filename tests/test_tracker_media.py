@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from _readers import tensorboard_accumulator
 from _wandb_reader import read_wandb_run
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
+from opusclip_track.backends.wandb import STEP_KEY
 from opusclip_track.media import read_video
 
 
@@ -66,7 +68,7 @@ def test_a_clip_plays_in_tensorboard_and_is_kept_as_mp4_and_in_wandb(runs_dir: P
     # W&B: the video file is in the offline run and a history row references it
     run = read_wandb_run(tracker.run_dir)
     (row,) = [r for r in run["history"] if "samples/generated" in r]
-    assert row["_step"] == 7 and row["samples/generated"]["_type"] == "video-file"
+    assert row[STEP_KEY] == 7 and row["samples/generated"]["_type"] == "video-file"
     assert any(p.suffix == ".mp4" for p in run["files"])
     assert "moviepy" not in sys.modules
 
@@ -161,3 +163,36 @@ def test_a_burst_of_clips_waits_for_room_and_loses_none(runs_dir: Path) -> None:
     store = RunStore(tracker.run_dir)
     assert len(store.events("video")) == 12
     assert store.meta()["backpressure_wait_s"] > 0
+
+
+def test_media_whose_file_cannot_be_written_keeps_its_store_row_with_the_error(
+        runs_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = TrackingConfig(experiment_name="media", log_dir=str(runs_dir), use_wandb=False)
+    with AdvancedExperimentTracker(cfg) as tracker:
+        (tracker.run_dir / "media").write_text("a file where the media folder should be")  # not writable as a dir
+        tracker.log_video(moving_pattern(t=4), "clip", step=1)
+        tracker.log_image(torch.rand(3, 8, 8), "frame", step=1)
+        tracker.log_table("scores", ["clip", "psnr"], [["a", 30.0]], step=1)
+        tracker.log_metrics({"after": 1.0}, step=2)
+    store = RunStore(tracker.run_dir)
+    rows = {e["name"]: e for e in store.events()}
+    for name in ("clip", "frame", "scores"):
+        assert rows[name]["path"] is None and "not written" in rows[name]["data"]["error"], name
+    assert rows["clip"]["data"]["frames"] == 4 and store.history("after")
+    assert len(tensorboard_accumulator(tracker.run_dir).Images("clip")) == 1, "the GIF still reaches TensorBoard"
+    assert tracker.health["media_write_errors"] == 3
+    assert len([r for r in caplog.records if "could not be written under" in r.getMessage()]) == 1
+
+
+def test_table_cells_that_are_tensors_or_numpy_scalars_are_stored_as_numbers(runs_dir: Path) -> None:
+    cfg = TrackingConfig(experiment_name="media", log_dir=str(runs_dir), use_wandb=False)
+    cell = torch.tensor(2.5)
+    with AdvancedExperimentTracker(cfg) as tracker:
+        tracker.log_table("t", ["tensor", "f32", "i64", "vector", "text"],
+                          [[cell, np.float32(1.5), np.int64(3), torch.tensor([1.0, 2.0]), "a"]], step=0)
+        cell.add_(1)  # changed after the call: the table keeps the value it was given
+    (entry,) = RunStore(tracker.run_dir).events("table")
+    saved = json.loads(Path(entry["path"]).read_text())
+    assert saved["rows"] == [[2.5, 1.5, 3, [1.0, 2.0], "a"]]
+    markdown = tensorboard_accumulator(tracker.run_dir).Tensors("t")[0].tensor_proto.string_val[0].decode()
+    assert "| 2.5 | 1.5 | 3 | [1.0, 2.0] | a |" in markdown and "tensor(" not in markdown

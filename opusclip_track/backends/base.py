@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, Scalars, Text
+from ..records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, RunStatus, Scalars, Text
 
 if TYPE_CHECKING:
     from ..config import TrackingConfig
@@ -50,16 +50,25 @@ class Backend(ABC):
         """Write a text entry. Default: not supported, ignored."""
 
     def log_histogram(self, record: Histogram) -> None:
-        """Write a binned histogram (`record.edges`/`counts` are filled). Default: ignored."""
+        """Write a binned histogram (`record.edges`/`counts` are filled). Default: ignored.
+
+        A histogram of values none of which is finite has no bins: `edges` and `counts` are empty,
+        `stats["num"]` is 0 and `stats["nonfinite"]` counts the values (min/max are NaN).
+        """
 
     def log_media(self, record: Media) -> None:
-        """Write an encoded clip, image, figure or table. Default: ignored."""
+        """Write an encoded clip, image, figure or table. Default: ignored.
+
+        `record.files` holds what was written under `media/`; when a file could not be written,
+        `record.error` says why and the bytes in `record.encoded` are all there is.
+        """
 
     def log_graph(self, record: Graph) -> None:
         """Show a model's computation graph. Default: ignored."""
 
     def log_artifact(self, record: Artifact) -> None:
-        """Version a file (checkpoint, table). Default: ignored."""
+        """Version a file (checkpoint, table). Default: ignored. The tracker sends the run's best checkpoint
+        (the latest without a monitor) at close, whichever backends are on."""
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Add entries to the run's configuration (already redacted). Default: ignored."""
@@ -71,30 +80,37 @@ class Backend(ABC):
         """Make what was written durable/visible. Called after every batch."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Flush and release everything. Called once."""
+    def close(self, status: RunStatus = "finished") -> None:
+        """Flush and release everything. Called once, with how the run ended ("finished" or "failed")."""
 
-    def write(self, records: Sequence[Record]) -> list[tuple[Record, Exception]]:
+    def write(self, records: Sequence[Record]) -> list[tuple[Record, BaseException]]:
+        """`deliver` the records, then `flush`; returns the records that failed, with their errors."""
+        failures = self.deliver(records)
+        self.flush()
+        return failures
+
+    def deliver(self, records: Sequence[Record]) -> list[tuple[Record, BaseException]]:
         """Route a batch to the hooks above; return the records that failed, with their errors.
 
         Scalars go together (a backend writes them as one group); every other record alone, so one bad
-        record (a file that vanished, a value a service rejects) fails alone.
+        record (a file that vanished, a value a service rejects) fails alone. Any exception counts as a
+        failure of its records, `SystemExit` and `KeyboardInterrupt` raised inside a hook included: a
+        backend never stops the worker that calls it.
         """
-        failures: list[tuple[Record, Exception]] = []
+        failures: list[tuple[Record, BaseException]] = []
         scalars = [r for r in records if isinstance(r, Scalars)]
         if scalars:
             try:
                 self.log_scalars(scalars)
-            except Exception as exc:
+            except BaseException as exc:
                 failures += [(r, exc) for r in scalars]
         for record in records:
             if isinstance(record, Scalars):
                 continue
             try:
                 self._route(record)
-            except Exception as exc:
+            except BaseException as exc:
                 failures.append((record, exc))
-        self.flush()
         return failures
 
     def _route(self, record: Record) -> None:
