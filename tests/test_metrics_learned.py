@@ -238,3 +238,51 @@ def test_fvd_without_detector_file_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(MissingWeightsError, match="i3d_torchscript.pt") as info:
         fvd(_videos(2, 16), _videos(2, 16), weights_dir=tmp_path, device=CPU)
     assert "dropbox.com/s/ge9e5ujwgetktms" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------- bad files
+
+
+@pytest.mark.parametrize("key, content", [
+    ("alexnet", b"<html><body>404 Not Found</body></html>"),  # an error page saved under the weights' name
+    ("inception", b"\x00not really weights" * 50),
+    ("alexnet", b""),
+])
+def test_a_corrupt_pth_file_gives_one_clear_error(key: str, content: bytes, tmp_path: Path) -> None:
+    spec = weights.REGISTRY[key]
+    (tmp_path / spec.filename).write_bytes(content)
+    load = {"alexnet": lambda: LPIPS(weights_dir=tmp_path, device=CPU),
+            "inception": lambda: FID(weights_dir=tmp_path, device=CPU)}[key]
+    with pytest.raises(weights.WeightsLoadError) as info:
+        load()
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / spec.filename}: the {key} weights file")
+    assert f"opusclip-track weights verify {key}" in message and f"opusclip-track weights download {key}" in message
+    assert "weights_only" not in message and "Weights only" not in message  # never torch's advice to run pickles
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained torch traceback
+
+
+def test_a_truncated_torchscript_detector_gives_one_clear_error(i3d_dir: Path, tmp_path: Path) -> None:
+    good = (i3d_dir / "i3d_torchscript.pt").read_bytes()
+    (tmp_path / "i3d_torchscript.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(weights.WeightsLoadError, match="failed reading zip archive") as info:
+        fvd(_videos(2, 16), _videos(2, 16), weights_dir=tmp_path, device=CPU)
+    assert "opusclip-track weights verify i3d" in str(info.value)
+
+
+def test_eval_reports_a_corrupt_weights_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from opusclip_track.cli import main
+    from opusclip_track.media import encode_mp4
+
+    clip = (_videos(1, 2, size=32)[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    for folder in ("gen", "ref"):
+        encode_mp4(clip, tmp_path / folder / "a.mp4", fps=8)
+    bad = tmp_path / "weights"
+    bad.mkdir()
+    (bad / "alexnet-owt-7be5be79.pth").write_bytes(b"truncated")
+    code = main(["eval", "--generated", str(tmp_path / "gen"), "--reference", str(tmp_path / "ref"),
+                 "--metrics", "lpips", "--weights-dir", str(bad), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("opusclip-track eval: error: ") and err.count("\n") == 1
+    assert "opusclip-track weights verify alexnet" in err and "Traceback" not in err and "weights_only" not in err

@@ -26,7 +26,8 @@ from torchmetrics import Metric
 from opusclip_track._checks import ValueRange, check_value_range
 from opusclip_track.metrics._input import frames, prepare_videos
 from opusclip_track.metrics.frechet import VideoFrechetDistance, frechet_distance_from_features
-from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
+from opusclip_track.metrics.pretrained import load_state_dict, resolve_device
+from opusclip_track.metrics.weights import file_stamp, resolve_weights
 
 InceptionFeature = Literal[64, 192, 768, 2048]
 _FEATURE_LAYERS = ("64", "192", "768", "2048", "logits_unbiased")
@@ -45,6 +46,7 @@ def load_inception(weights_dir: str | Path | None = None, device: str | torch.de
 
     Raises:
         MissingWeightsError: when the weights file is missing and cannot be downloaded.
+        WeightsLoadError: when the file on disk does not load (corrupt, truncated or a different file).
     """
     path = resolve_weights("inception", weights_dir)
     return _load_inception_cached(file_stamp(path), str(resolve_device(device)))
@@ -54,7 +56,7 @@ def load_inception(weights_dir: str | Path | None = None, device: str | torch.de
 def _load_inception_cached(stamp: tuple[str, int, int], device: str) -> nn.Module:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    state = torch.load(stamp[0], map_location="cpu", weights_only=True)
+    state = load_state_dict("inception", stamp[0])
     # torch-fidelity reads its weights with torch.load(weights_only=False), which would run any pickled code
     # in the file; handing it a re-serialised copy of the state dict loaded safely above keeps that out.
     buffer = io.BytesIO()

@@ -28,7 +28,8 @@ from torch import Tensor
 from opusclip_track._checks import ValueRange
 from opusclip_track.metrics._input import prepare_videos
 from opusclip_track.metrics.frechet import VideoFrechetDistance, frechet_distance_from_features
-from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
+from opusclip_track.metrics.pretrained import load_torchscript, resolve_device
+from opusclip_track.metrics.weights import file_stamp, resolve_weights
 
 ClipMode = Literal["first", "split"]
 FVD_FRAMES = 16
@@ -45,6 +46,7 @@ def load_i3d(weights_dir: str | Path | None = None, device: str | torch.device |
 
     Raises:
         MissingWeightsError: when the file is missing and cannot be downloaded.
+        WeightsLoadError: when the file on disk is not a loadable TorchScript archive.
     """
     path = resolve_weights("i3d", weights_dir)
     return _load_i3d_cached(file_stamp(path), str(resolve_device(device)))
@@ -52,7 +54,7 @@ def load_i3d(weights_dir: str | Path | None = None, device: str | torch.device |
 
 @functools.lru_cache(maxsize=2)
 def _load_i3d_cached(stamp: tuple[str, int, int], device: str) -> torch.jit.ScriptModule:
-    return torch.jit.load(stamp[0], map_location=device).eval()
+    return load_torchscript("i3d", stamp[0], device)
 
 
 def _clips(videos: Tensor, *, clips: ClipMode, name: str) -> Tensor:

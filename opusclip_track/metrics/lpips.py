@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from opusclip_track._checks import ValueRange
 from opusclip_track.metrics._framewise import FramewiseMetric, frame_curve, frame_mean
 from opusclip_track.metrics._input import frames, prepare_pair
-from opusclip_track.metrics.weights import file_stamp, resolve_device, resolve_weights
+from opusclip_track.metrics.pretrained import load_state_dict, resolve_device
+from opusclip_track.metrics.weights import file_stamp, resolve_weights
 
 LpipsNet = Literal["alex", "vgg"]
 _BACKBONE_WEIGHTS: dict[str, str] = {"alex": "alexnet", "vgg": "vgg16"}
@@ -38,6 +39,7 @@ def load_lpips(net: LpipsNet = "alex", weights_dir: str | Path | None = None,
     Raises:
         ValueError: for an unknown `net`.
         MissingWeightsError: when the backbone file is missing and cannot be downloaded.
+        WeightsLoadError: when the file on disk does not load (corrupt, truncated or a different file).
     """
     if net not in _BACKBONE_WEIGHTS:
         raise ValueError(f"net: expected one of {sorted(_BACKBONE_WEIGHTS)}, received {net!r}")
@@ -50,10 +52,10 @@ def _load_lpips_cached(net: str, stamp: tuple[str, int, int], device: str) -> nn
     path = stamp[0]
     import lpips as lpips_package  # lazily: this module's public function has the same name
 
+    state = load_state_dict(_BACKBONE_WEIGHTS[net], path)  # a bad file fails before the network is built
     with warnings.catch_warnings():  # torchvision deprecates the `pretrained=` lpips passes it
         warnings.simplefilter("ignore", UserWarning)
         model = lpips_package.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-    state = torch.load(path, map_location="cpu", weights_only=True)
     model.net.load_state_dict(_backbone_state(state, model.net, path=path), strict=True)
     return model.to(device).eval().requires_grad_(False)
 

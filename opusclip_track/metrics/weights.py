@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-
-import torch
 
 from opusclip_track._files import atomic_open
 
@@ -42,6 +41,10 @@ class MissingWeightsError(FileNotFoundError):
 
 class WeightsChecksumError(ValueError):
     """A weights file's sha256 does not match the registry."""
+
+
+class WeightsLoadError(ValueError):
+    """A weights file on disk could not be loaded: it is corrupt, truncated or a different file."""
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,6 @@ def get_weights_file(key: str) -> WeightsFile:
         raise KeyError(f"key: expected one of {sorted(REGISTRY)}, received {key!r}") from None
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`device`, or CUDA when available and CPU otherwise: where the learned metrics' networks run."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def file_stamp(path: Path) -> tuple[str, int, int]:
     """(absolute path, mtime_ns, size): a cache key that changes when the file is replaced."""
     stat = path.stat()
@@ -147,8 +143,18 @@ def file_stamp(path: Path) -> tuple[str, int, int]:
 
 
 def hub_checkpoints_dir() -> Path:
-    """The torch hub cache for weights files: `torch.hub.get_dir()/checkpoints` (honours `TORCH_HOME`)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """The torch hub cache for weights files: `torch.hub.get_dir()/checkpoints` (honours `TORCH_HOME`).
+
+    Without importing torch (~2 s for `weights list`): when torch is not loaded, nothing can have called
+    `torch.hub.set_dir`, so the directory is torch's default, `$TORCH_HOME/hub` with `$TORCH_HOME` defaulting
+    to `$XDG_CACHE_HOME/torch` and that to `~/.cache/torch`, computed here the way `torch.hub` does.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    torch_home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))
+    return Path(torch_home) / "hub" / "checkpoints"
 
 
 def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
