@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import http.server
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,5 +233,56 @@ def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "MISSING" in capsys.readouterr().out
 
 
+def _hub_files(directory: Path, monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
+    """Put `PAYLOAD` on disk under the registry's file names, and make the registry's checksums those of it
+    (no test can write content matching the real files' hash prefixes)."""
+    prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+    for key in keys:
+        spec = weights.REGISTRY[key]
+        if spec.hash_prefix:
+            monkeypatch.setitem(weights.REGISTRY, key, dataclasses.replace(spec, hash_prefix=prefix))
+        _write(directory / spec.filename)
+
+
+def test_cli_verify_without_keys_requires_the_default_metrics_files(
+        _hub: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli("weights", "verify") == 1  # nothing on disk
+    captured = capsys.readouterr()
+    assert "inception: MISSING" in captured.out and "vgg16: not present" in captured.out
+    assert "3 required file(s) missing: inception, alexnet, i3d" in captured.err
+    assert "opusclip-track weights download inception alexnet i3d" in captured.err
+    _hub_files(_hub, monkeypatch, "inception", "alexnet", "i3d")
+    assert _cli("weights", "verify") == 0  # vgg16 (LPIPS net='vgg' only) is optional
+    assert "optional" in capsys.readouterr().out
+    assert _cli("weights", "verify", "--all") == 1  # now it is required too
+    assert "vgg16: MISSING" in capsys.readouterr().out
+
+
+def test_cli_verify_with_metrics_requires_only_their_files(
+        _hub: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _hub_files(_hub, monkeypatch, "alexnet")
+    assert _cli("weights", "verify", "--metrics", "psnr,lpips") == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("alexnet: OK")
+    assert _cli("weights", "verify", "--metrics", "lpips,fvd") == 1
+    assert "1 required file(s) missing: i3d" in capsys.readouterr().err
+    assert _cli("weights", "verify", "--metrics", "psnr,ssim") == 0  # these load no weights
+    with pytest.raises(SystemExit):  # argparse: a usage error
+        _cli("weights", "verify", "--metrics", "bleu")
+
+
 def test_hub_dir_follows_torch(_hub: Path) -> None:
     assert weights.hub_checkpoints_dir() == Path(torch.hub.get_dir()) / "checkpoints" == _hub
+
+
+@pytest.mark.parametrize("env", [{"TORCH_HOME": "{tmp}/th"}, {"XDG_CACHE_HOME": "{tmp}/xdg"}, {"HOME": "{tmp}/home"}])
+def test_hub_dir_without_torch_is_the_one_torch_uses(env: dict[str, str], tmp_path: Path) -> None:
+    """`weights list` finds the hub cache without importing torch, at the directory torch itself would use."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+    clean.update({k: v.format(tmp=tmp_path) for k, v in env.items()})
+    code = ("import sys\nfrom opusclip_track.metrics import weights\nours = weights.hub_checkpoints_dir()\n"
+            "assert 'torch' not in sys.modules\nimport torch\n"
+            "print(ours == weights.hub_checkpoints_dir() == Path(torch.hub.get_dir()) / 'checkpoints', ours)")
+    done = subprocess.run([sys.executable, "-c", "from pathlib import Path\n" + code], env=clean,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"True {tmp_path}")

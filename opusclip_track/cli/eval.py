@@ -12,34 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from opusclip_track._text import format_table
-from opusclip_track.metrics.names import METRIC_NAMES, MetricName, check_metric_names
-
-
-def _metric_list(text: str) -> tuple[MetricName, ...]:
-    try:
-        return check_metric_names([m.strip() for m in text.split(",") if m.strip()], name="--metrics")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _frame_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 128x128, received {text!r}") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"expected positive HEIGHTxWIDTH, received {text!r}")
-    return height, width
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    return value
+from opusclip_track.cli._types import frame_size, metric_list, positive_int
+from opusclip_track.metrics.names import METRIC_NAMES
 
 
 def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,12 +24,12 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--generated", required=True, type=Path, metavar="DIR", help="folder of generated videos")
     parser.add_argument("--reference", required=True, type=Path, metavar="DIR",
                         help="folder of reference videos with the same file names (any extension)")
-    parser.add_argument("--metrics", type=_metric_list, default=("psnr", "ssim", "flicker"),
+    parser.add_argument("--metrics", type=metric_list, default=("psnr", "ssim", "flicker"),
                         help=f"comma-separated, out of {','.join(METRIC_NAMES)} (default: psnr,ssim,flicker)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the scores and protocol here")
-    parser.add_argument("--num-frames", type=_positive_int, metavar="N", help="read the first N frames of each")
-    parser.add_argument("--size", type=_frame_size, metavar="HxW", help="resize every frame, e.g. 128x128")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per metric update")
+    parser.add_argument("--num-frames", type=positive_int, metavar="N", help="read the first N frames of each")
+    parser.add_argument("--size", type=frame_size, metavar="HxW", help="resize every frame, e.g. 128x128")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="pairs per metric update")
     parser.add_argument("--weights-dir", type=Path, metavar="DIR", help="pretrained weights for lpips/fid/is/fvd")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -8,6 +8,9 @@ Example:
     opusclip-track weights download inception alexnet            # into the torch hub cache
     opusclip-track weights download --all --dest /shared/weights  # then OPUSCLIP_WEIGHTS_DIR=/shared/weights
     opusclip-track weights verify --weights-dir /shared/weights
+    opusclip-track weights verify --metrics lpips,fvd           # only what these metrics load
+
+`verify` requires some files and exits 1 when one of them is missing; see `VERIFY_RULES`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+from opusclip_track.cli._types import metric_list
+from opusclip_track.metrics.names import DEFAULT_METRICS, weights_keys
 from opusclip_track.metrics.weights import (
     REGISTRY,
     WeightsChecksumError,
@@ -29,6 +34,12 @@ from opusclip_track.metrics.weights import (
     sha256_file,
     verify_weights,
 )
+
+VERIFY_RULES = (
+    "Which files verify requires (a missing one exits 1): the files named as KEYs, the files the metrics named "
+    "with --metrics load, every file with --all, and with none of these the files of the default learned "
+    "metrics (LPIPS, FID, IS, FVD: alexnet, inception, i3d). Other files present are verified too; absent, they "
+    "are reported as optional. A checksum mismatch always exits 1.")
 
 
 def add_weights_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -55,7 +66,9 @@ def add_weights_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_weights_dir(download)
     download.set_defaults(func=run_download)
 
-    verify = commands.add_parser("verify", help="check files on disk against the registry's checksums")
+    verify = commands.add_parser("verify", help="check files on disk against the registry's checksums; exit 1 "
+                                 "when one is corrupt or a required one is missing",
+                                 description=VERIFY_RULES)
     _add_keys(verify)
     _add_weights_dir(verify)
     verify.set_defaults(func=run_verify)
@@ -69,22 +82,29 @@ def _add_weights_dir(parser: argparse.ArgumentParser) -> None:
 
 def _add_keys(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("keys", nargs="*", metavar="KEY", help=f"files to act on, among {', '.join(REGISTRY)}")
+    parser.add_argument("--metrics", type=metric_list, default=(), metavar="LIST",
+                        help="the files these metrics load, e.g. lpips,fid,fvd (comma-separated)")
     parser.add_argument("--all", action="store_true", help="act on every known file")
 
 
-def _selected(args: argparse.Namespace) -> list[WeightsFile] | None:
-    """The registry entries named on the command line; None (after printing why) when the choice is bad."""
+def _selected(args: argparse.Namespace) -> tuple[list[WeightsFile], set[str]] | None:
+    """The registry entries to act on and the keys of the required ones; None (after saying why) if bad."""
     unknown = [k for k in args.keys if k not in REGISTRY]
     if unknown:
         print(f"keys: expected among {', '.join(REGISTRY)}, received {', '.join(unknown)}", file=sys.stderr)
         return None
-    if args.all or not args.keys:
-        if not args.all and args.weights_command == "download":
-            print("keys: expected one or more of " + ", ".join(REGISTRY) + " or --all, received none",
-                  file=sys.stderr)
-            return None
-        return list(REGISTRY.values())
-    return [REGISTRY[k] for k in dict.fromkeys(args.keys)]
+    if args.all:
+        return list(REGISTRY.values()), set(REGISTRY)
+    named = list(dict.fromkeys([*args.keys, *weights_keys(args.metrics)]))
+    if named:
+        return [REGISTRY[k] for k in named], set(named)
+    if args.metrics:  # only metrics without weights (psnr, ssim, flicker): nothing to act on
+        return [], set()
+    if args.weights_command == "download":
+        print("keys: expected one or more of " + ", ".join(REGISTRY) + ", --metrics or --all, received none",
+              file=sys.stderr)
+        return None
+    return list(REGISTRY.values()), set(weights_keys(DEFAULT_METRICS))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -102,9 +122,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_download(args: argparse.Namespace) -> int:
     """Download the selected files that are not present yet; 1 if any failed or did not verify."""
-    specs = _selected(args)
-    if specs is None:
+    selected = _selected(args)
+    if selected is None:
         return 2
+    specs, _ = selected
     dest = args.dest if args.dest is not None else args.weights_dir
     status = 0
     for spec in specs:
@@ -128,16 +149,22 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Hash the selected files found on disk; 1 on a mismatch or when a file named explicitly is missing."""
-    specs = _selected(args)
-    if specs is None:
+    """Hash the selected files found on disk; 1 on a mismatch or when a required file is missing."""
+    selected = _selected(args)
+    if selected is None:
         return 2
+    specs, required = selected
+    missing: list[str] = []
     status = 0
     for spec in specs:
         path = find_weights(spec, args.weights_dir)
         if path is None:
-            print(f"{spec.key}: MISSING ({spec.filename})")
-            status = 1 if args.keys else status
+            if spec.key in required:
+                print(f"{spec.key}: MISSING ({spec.filename}), required by {', '.join(spec.used_by)}")
+                missing.append(spec.key)
+            else:
+                print(f"{spec.key}: not present ({spec.filename}); optional: only {', '.join(spec.used_by)} "
+                      "loads it (name it or pass --all to require it)")
             continue
         try:
             digest = verify_weights(spec, path)
@@ -147,4 +174,9 @@ def run_verify(args: argparse.Namespace) -> int:
             continue
         print(f"{spec.key}: OK {path}" if digest else f"{spec.key}: present at {path}, sha256 "
               f"{sha256_file(path)} (no published checksum to verify against)")
+    if missing:
+        print(f"weights verify: {len(missing)} required file(s) missing: {', '.join(missing)}; fetch them with "
+              f"`opusclip-track weights download {' '.join(missing)}` (searched: "
+              f"{', '.join(str(d) for d in search_dirs(args.weights_dir))})", file=sys.stderr)
+        status = 1
     return status
