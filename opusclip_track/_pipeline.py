@@ -27,6 +27,7 @@ import torch
 
 from ._dispatch import Dispatcher
 from .backends import Backend
+from .config import redact_secrets
 from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, RunStatus, Scalars, Text
 from .store import RunStore
 
@@ -475,13 +476,14 @@ class Pipeline:
         }
         lost_somewhere = (any(v for k, v in counts.items() if k != "store_write_failures") or missing_hparams
                           or any(s.given_up or s.retry for s in self.slots))
-        return {"ok": not lost_somewhere, **counts, "store_last_error": writer.last_error,
+        # Error texts can quote a URL with its password (a tracking server's, say): redacted like the config.
+        return redact_secrets({"ok": not lost_somewhere, **counts, "store_last_error": writer.last_error,
                 "slowest_batch_s": round(intake.slowest_batch_s, 6) if intake else 0.0,
                 "backend_errors": {s.name: s.errors for s in self.slots},
                 "backend_gave_up": {s.name: s.given_up for s in self.slots},
                 "backend_pending": {s.name: len(s.retry) for s in self.slots},
                 "backend_last_error": {s.name: s.last_error for s in self.slots if s.last_error},
-                "backends_missing_hparams": missing_hparams}
+                "backends_missing_hparams": missing_hparams})
 
     def close(self, status: RunStatus = "finished") -> None:
         """Drain the backends' stage, give the store a last try for what it holds, then close every backend

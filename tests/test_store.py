@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig, list_runs
+from opusclip_track.store import RunLockedError
 
 
 def test_reader_api_lists_keys_histories_config_and_runs(runs_dir: Path) -> None:
@@ -43,3 +44,24 @@ def test_store_is_plain_sqlite_in_wal_mode(runs_dir: Path) -> None:
 def test_opening_a_missing_store_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run.db"):
         RunStore(tmp_path / "nope")
+
+
+def test_a_failed_write_leaves_nothing_behind_and_the_next_one_lands(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run", create=True)
+    with pytest.raises(OverflowError):  # a step SQLite cannot hold, after a key never seen before
+        store.write([("new/key", 1, 0.0, 1.0), ("new/key", 2**63, 0.0, 2.0)])
+    store.write([("new/key", 3, 0.0, 3.0)])  # the key's row was rolled back with the failed write
+    store.close()
+    assert RunStore(tmp_path / "run").history("new/key") == [(3, 0.0, 3.0)]
+
+
+def test_one_writer_per_run_and_a_removed_store_is_an_error_not_a_silent_loss(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run", create=True)
+    with pytest.raises(RunLockedError, match=r"run 'run' is already open for writing by process \d+ \(this process\)"):
+        RunStore(tmp_path / "run", create=True)
+    RunStore(tmp_path / "run").meta()  # readers are never locked out
+    (tmp_path / "run" / "run.db").rename(tmp_path / "elsewhere.db")
+    with pytest.raises(FileNotFoundError, match="removed or replaced"):
+        store.write([("a", 0, 0.0, 1.0)])
+    store.close()
+    RunStore(tmp_path / "run", create=True).close()  # the lock went with close()
