@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from opusclip_track._checks import argument_error, is_int
 from opusclip_track.media import read_video
 from opusclip_track.metrics.collection import MetricName, VideoMetrics
 
@@ -123,14 +124,19 @@ def evaluate_folders(
         progress: show a tqdm progress bar on stderr.
 
     Returns:
-        `{"metrics": {"video/psnr": ...}, "pairs": [names], "protocol": VideoMetrics.protocol()}`.
+        A JSON-ready report: `"metrics"`, the scores over every pair (`{"video/psnr": 28.8, ...}`);
+        `"curves"`, the per-frame metrics (PSNR, SSIM, LPIPS) at each timestep, averaged over clips
+        (`{"video/psnr": [T floats]}`); `"clips"`, one entry per pair in name order with its `"name"`, the
+        `"generated"` and `"reference"` paths, its own `"metrics"` (PSNR, SSIM, LPIPS, flicker,
+        temporal_diff; FID, IS and FVD exist only for the whole set) and its own per-frame `"curves"`;
+        `"pairs"`, the names; and `"protocol"`, `VideoMetrics.protocol()`.
 
     Raises:
         ValueError, FileNotFoundError: for unpaired or unreadable files and clips of different shapes, naming
             the files.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, received {batch_size!r}")
+    if not is_int(batch_size) or batch_size < 1:
+        raise argument_error("batch_size", "a positive int", batch_size)
     pairs = pair_video_files(generated_dir, reference_dir)
     scorer = VideoMetrics(metrics, value_range=(0.0, 1.0), weights_dir=weights_dir, device=device)
     first: tuple[VideoPair, torch.Size] | None = None
@@ -148,7 +154,20 @@ def evaluate_folders(
             pending = []
     if pending:
         _update(scorer, pending)
-    return {"metrics": scorer.compute(), "pairs": [p.name for p in pairs], "protocol": scorer.protocol()}
+    return _report(scorer, pairs)
+
+
+def _report(scorer: VideoMetrics, pairs: list[VideoPair]) -> dict[str, Any]:
+    """The scores over all pairs, per timestep and per clip, as plain floats and lists (JSON-ready)."""
+    per_clip = scorer.compute_per_clip()  # key -> (N,), clips in `pairs` order (the order of the updates)
+    frame_scores = scorer.compute_frame_scores()  # key -> (N, T)
+    clips = [{"name": pair.name, "generated": str(pair.generated), "reference": str(pair.reference),
+              "metrics": {key: float(values[i]) for key, values in per_clip.items()},
+              "curves": {key: scores[i].tolist() for key, scores in frame_scores.items()}}
+             for i, pair in enumerate(pairs)]
+    return {"metrics": scorer.compute(),
+            "curves": {key: curve.tolist() for key, curve in scorer.compute_curves().items()},
+            "clips": clips, "pairs": [p.name for p in pairs], "protocol": scorer.protocol()}
 
 
 def _update(scorer: VideoMetrics, pending: list[tuple[Tensor, Tensor]]) -> None:

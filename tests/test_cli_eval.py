@@ -13,7 +13,7 @@ import torch
 
 from opusclip_track.cli import main
 from opusclip_track.media import encode_gif, encode_mp4, read_video
-from opusclip_track.metrics import flicker, psnr, ssim
+from opusclip_track.metrics import flicker, psnr, psnr_per_frame, ssim, ssim_per_frame, temporal_diff
 
 FPS = 8.0
 
@@ -61,6 +61,32 @@ def test_eval_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.Capt
     assert report["metrics"]["video/flicker"] == pytest.approx(float(flicker(gen, ref)), abs=1e-9)
     assert 20 < report["metrics"]["video/psnr"] < 35  # 5% noise through H.264: a plausible, not a perfect, score
     assert f"{report['metrics']['video/psnr']:.4f}" in captured.out
+
+
+def test_eval_json_has_per_clip_scores_and_per_frame_curves(tmp_path: Path) -> None:
+    generated, reference = write_folders(tmp_path)
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--generated", str(generated), "--reference", str(reference), "--json", str(out),
+                 "--batch-size", "2", "--no-progress"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    names = ("a", "b", "c")
+    gen, ref = decoded(generated, names), decoded(reference, names)
+    for key, per_frame in (("video/psnr", psnr_per_frame), ("video/ssim", ssim_per_frame)):
+        assert report["curves"][key] == pytest.approx(per_frame(gen, ref).tolist(), abs=1e-9)  # (T,) over clips
+    assert [c["name"] for c in report["clips"]] == list(names)
+    for i, entry in enumerate(report["clips"]):
+        assert entry["generated"] == str(generated / f"{names[i]}.mp4")
+        assert entry["reference"] == str(reference / f"{names[i]}.mp4")
+        one_gen, one_ref = gen[i], ref[i]
+        assert entry["metrics"] == pytest.approx({
+            "video/psnr": float(psnr(one_gen, one_ref)), "video/ssim": float(ssim(one_gen, one_ref)),
+            "video/flicker": float(flicker(one_gen, one_ref)),
+            "video/temporal_diff": float(temporal_diff(one_gen, one_ref))}, abs=1e-9)
+        assert entry["curves"]["video/psnr"] == pytest.approx(psnr_per_frame(one_gen, one_ref).tolist(), abs=1e-9)
+        assert len(entry["curves"]["video/ssim"]) == 6
+    assert report["metrics"]["video/psnr"] == pytest.approx(
+        sum(c["metrics"]["video/psnr"] for c in report["clips"]) / 3, abs=1e-9)  # equal-length clips
 
 
 def test_eval_pairs_by_name_across_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

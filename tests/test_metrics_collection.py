@@ -137,6 +137,24 @@ def test_video_metrics_reports_flat_keys_equal_to_the_functionals(pair: tuple[to
     torch.testing.assert_close(curves["video/psnr"], psnr_per_frame(generated, reference), atol=1e-4, rtol=0)
 
 
+def test_video_metrics_per_clip_scores_and_frame_scores(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    generated, reference = pair  # 3 clips, fed as 2 + 1
+    metrics = VideoMetrics(metrics=("psnr", "ssim", "flicker"))
+    metrics.update(generated[:2], reference[:2])
+    metrics.update(generated[2:], reference[2:])
+    per_clip = metrics.compute_per_clip()
+    assert sorted(per_clip) == ["video/flicker", "video/psnr", "video/ssim", "video/temporal_diff"]
+    for i in range(3):
+        gen, ref = generated[i], reference[i]
+        assert float(per_clip["video/psnr"][i]) == pytest.approx(float(psnr(gen, ref)), abs=1e-9)
+        assert float(per_clip["video/ssim"][i]) == pytest.approx(float(ssim(gen, ref)), abs=1e-9)
+        assert float(per_clip["video/flicker"][i]) == pytest.approx(float(flicker(gen, ref)), abs=1e-12)
+        assert float(per_clip["video/temporal_diff"][i]) == pytest.approx(float(temporal_diff(gen, ref)), abs=1e-12)
+    frames = metrics.compute_frame_scores()
+    assert sorted(frames) == ["video/psnr", "video/ssim"] and frames["video/psnr"].shape == (3, 6)
+    torch.testing.assert_close(frames["video/ssim"].mean(dim=0), metrics.compute_curves()["video/ssim"])
+
+
 def test_video_metrics_compute_after_more_updates_is_fresh(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     generated, reference = pair
     metrics = VideoMetrics(metrics=("psnr",))

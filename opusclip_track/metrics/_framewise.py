@@ -31,19 +31,23 @@ def frame_mean(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
     return torch.cat(flat).mean()
 
 
-def frame_curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
-    """Mean over clips for each timestep: a `(T,)` curve of quality along the generated horizon."""
+def frame_scores(scores: Tensor | list[Tensor], *, name: str, method: str = "compute_frame_scores") -> Tensor:
+    """Every score as one `(N, T)` tensor: a row per clip, in the order the clips were added."""
     if isinstance(scores, Tensor):  # one (B, T) batch (the functional path) or a synced (N, T) state
-        return scores.mean(dim=0)
+        return scores
     parts = list(scores)
     if not parts:
-        raise RuntimeError(f"{name}.compute_curve: no videos seen yet; "
-                           "call update(generated, reference) first")
+        raise RuntimeError(f"{name}.{method}: no videos seen yet; call update(generated, reference) first")
     lengths = sorted({p.shape[-1] for p in parts})
     if len(lengths) > 1:
-        raise ValueError(f"{name}.compute_curve: expected the same number of frames T in every update, "
+        raise ValueError(f"{name}.{method}: expected the same number of frames T in every update, "
                          f"received T in {lengths}")
-    return torch.cat(parts).mean(dim=0)
+    return torch.cat(parts)
+
+
+def frame_curve(scores: Tensor | list[Tensor], *, name: str) -> Tensor:
+    """Mean over clips for each timestep: a `(T,)` curve of quality along the generated horizon."""
+    return frame_scores(scores, name=name, method="compute_curve").mean(dim=0)
 
 
 class FramewiseMetric(Metric):
@@ -70,9 +74,9 @@ class FramewiseMetric(Metric):
         Args:
             generated: uint8 or float videos in `value_range`.
             reference: the same shape as `generated`.
-        prepared: True when the videos are already what `prepare_pair` returns (float `(B, T, C, H, W)` in
-            [0, 1], same shape): the input checks are skipped. `VideoMetrics` prepares a batch once for
-            all its metrics this way.
+            prepared: True when the videos are already what `prepare_pair` returns (float
+                `(B, T, C, H, W)` in [0, 1], same shape): the input checks are skipped. `VideoMetrics`
+                prepares a batch once for all its metrics this way.
         """
         if not prepared:
             generated, reference = prepare_pair(generated, reference, value_range=self.value_range)
@@ -90,3 +94,9 @@ class FramewiseMetric(Metric):
         """Per-timestep mean over all clips seen: a float64 `(T,)` tensor (synced across processes)."""
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             return frame_curve(self.scores, name=type(self).__name__).clone()
+
+    def compute_frame_scores(self) -> Tensor:
+        """Every frame's score: a float64 `(N, T)` tensor, one row per clip in the order they were added
+        (synced across processes). `.mean(dim=1)` gives each clip's score, `.mean(dim=0)` the curve."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
+            return frame_scores(self.scores, name=type(self).__name__).clone()

@@ -181,6 +181,24 @@ class VideoMetrics:
         return {f"{PREFIX}{name}": metric.compute_curve() for name, metric in self._metrics.items()
                 if isinstance(metric, FramewiseMetric)}
 
+    def compute_frame_scores(self) -> dict[str, Tensor]:
+        """Every frame's score of the per-frame metrics chosen (PSNR, SSIM, LPIPS): `(N, T)` float64 each, one
+        row per clip in the order the clips were passed to `update`."""
+        return {f"{PREFIX}{name}": metric.compute_frame_scores() for name, metric in self._metrics.items()
+                if isinstance(metric, FramewiseMetric)}
+
+    def compute_per_clip(self) -> dict[str, Tensor]:
+        """Each clip's score, `(N,)` float64, in the order the clips were passed to `update`.
+
+        For the metrics defined per clip: PSNR, SSIM and LPIPS (the mean over the clip's frames), flicker and
+        temporal_diff. FID, IS and FVD compare whole sets and have no per-clip value.
+        """
+        out = {key: scores.mean(dim=1) for key, scores in self.compute_frame_scores().items()}
+        if "flicker" in self._metrics:
+            flicker, temporal_diff = cast(TemporalFlicker, self._metrics["flicker"]).compute_per_clip()
+            out.update({f"{PREFIX}flicker": flicker, f"{PREFIX}temporal_diff": temporal_diff})
+        return out
+
     def reset(self) -> None:
         """Forget every pair seen (learned metrics may keep cached reference statistics by their own rules)."""
         for metric in self._metrics.values():

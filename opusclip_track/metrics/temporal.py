@@ -26,17 +26,19 @@ from opusclip_track.metrics._input import prepare_pair
 
 
 def _temporal_update(gen: Tensor, ref: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Sums over prepared `(B, T, C, H, W)` videos in [0, 1]: (|Δgen - Δref|, |Δgen|, |Δref|, count).
+    """Per-clip sums over prepared `(B, T, C, H, W)` videos in [0, 1]: (|Δgen - Δref|, |Δgen|, |Δref|, count).
 
-    The sums are float64 scalars, so that streaming sums equal a one-shot computation.
+    The sums are `(B,)` float64, one per clip, so that streaming sums equal a one-shot computation; `count` is
+    the number of values each clip's sum covers, `(T-1) * C * H * W`.
     """
     if gen.shape[1] < 2:
         raise ValueError(f"generated: expected at least 2 frames (T >= 2) for temporal metrics, "
                          f"received shape {tuple(gen.shape)}")
     d_gen = gen.diff(dim=1)  # (B, T-1, C, H, W)
     d_ref = ref.diff(dim=1)
-    return ((d_gen - d_ref).abs().sum(dtype=torch.float64), d_gen.abs().sum(dtype=torch.float64),
-            d_ref.abs().sum(dtype=torch.float64), d_gen.numel())
+    dims = (1, 2, 3, 4)
+    return ((d_gen - d_ref).abs().sum(dim=dims, dtype=torch.float64), d_gen.abs().sum(dim=dims, dtype=torch.float64),
+            d_ref.abs().sum(dim=dims, dtype=torch.float64), d_gen[0].numel())
 
 
 def _flicker_compute(abs_diff_sum: Tensor, count: Tensor | int) -> Tensor:
@@ -63,7 +65,7 @@ def flicker(generated: Tensor, reference: Tensor, *, value_range: ValueRange = (
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
     abs_diff, _, _, count = _temporal_update(gen, ref)
-    return _flicker_compute(abs_diff, count)
+    return _flicker_compute(abs_diff.sum(), count * len(abs_diff))
 
 
 def temporal_diff(generated: Tensor, reference: Tensor, *, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
@@ -74,7 +76,7 @@ def temporal_diff(generated: Tensor, reference: Tensor, *, value_range: ValueRan
     """
     gen, ref = prepare_pair(generated, reference, value_range=value_range)
     _, abs_gen, abs_ref, count = _temporal_update(gen, ref)
-    return _temporal_diff_compute(abs_gen, abs_ref, count)
+    return _temporal_diff_compute(abs_gen.sum(), abs_ref.sum(), count * len(abs_gen))
 
 
 class TemporalFlicker(Metric):
@@ -90,6 +92,7 @@ class TemporalFlicker(Metric):
     abs_gen_sum: Tensor
     abs_ref_sum: Tensor
     count: Tensor
+    clip_scores: list[Tensor] | Tensor  # a list of (B, 2) batches; one (N, 2) tensor after a distributed sync
 
     def __init__(self, *, value_range: ValueRange = (0.0, 1.0), **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -97,6 +100,8 @@ class TemporalFlicker(Metric):
         for state in ("abs_diff_sum", "abs_gen_sum", "abs_ref_sum"):
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        # (B, 2) per update: each clip's flicker and temporal_diff, for per-clip reports (16 bytes a clip).
+        self.add_state("clip_scores", default=[], dist_reduce_fx="cat")
 
     def update(self, generated: Tensor, reference: Tensor, *, prepared: bool = False) -> None:  # type: ignore[override]
         """Add a batch of video pairs, `(B, T, C, H, W)` or `(T, C, H, W)` each, T >= 2.
@@ -104,17 +109,19 @@ class TemporalFlicker(Metric):
         Args:
             generated: uint8 or float videos in `value_range`.
             reference: the same shape as `generated`.
-        prepared: True when the videos are already what `prepare_pair` returns (float `(B, T, C, H, W)` in
-            [0, 1], same shape): the input checks are skipped. `VideoMetrics` prepares a batch once for
-            all its metrics this way.
+            prepared: True when the videos are already what `prepare_pair` returns (float
+                `(B, T, C, H, W)` in [0, 1], same shape): the input checks are skipped. `VideoMetrics`
+                prepares a batch once for all its metrics this way.
         """
         gen, ref = (generated, reference) if prepared else prepare_pair(generated, reference,
                                                                           value_range=self.value_range)
         abs_diff, abs_gen, abs_ref, count = _temporal_update(gen, ref)
-        self.abs_diff_sum += abs_diff
-        self.abs_gen_sum += abs_gen
-        self.abs_ref_sum += abs_ref
-        self.count += count
+        self.abs_diff_sum += abs_diff.sum()
+        self.abs_gen_sum += abs_gen.sum()
+        self.abs_ref_sum += abs_ref.sum()
+        self.count += count * len(abs_diff)
+        per_clip = (_flicker_compute(abs_diff, count), _temporal_diff_compute(abs_gen, abs_ref, count))
+        self.clip_scores.append(torch.stack(per_clip, dim=1))  # type: ignore[union-attr]
 
     def compute(self) -> Tensor:
         """Flicker over every frame pair seen since the last `reset` (float64 scalar)."""
@@ -126,6 +133,14 @@ class TemporalFlicker(Metric):
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             self._check_seen("compute_temporal_diff")
             return _temporal_diff_compute(self.abs_gen_sum, self.abs_ref_sum, self.count).clone()
+
+    def compute_per_clip(self) -> tuple[Tensor, Tensor]:
+        """Each clip's `(flicker, temporal_diff)`: two float64 `(N,)` tensors in the order the clips were added
+        (synced across processes)."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
+            self._check_seen("compute_per_clip")
+            scores = self.clip_scores if isinstance(self.clip_scores, Tensor) else torch.cat(self.clip_scores)
+            return scores[:, 0].clone(), scores[:, 1].clone()
 
     def _check_seen(self, method: str) -> None:
         if int(self.count) == 0:
