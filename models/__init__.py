@@ -1,5 +1,8 @@
 """Example video-prediction models that show the tracker end to end, chosen by name with `build_model`.
 
+They live in the repository, not in the installed `opusclip_track` package (a top-level `models` package
+would shadow a user's own): the scripts put the repository root on `sys.path`, and so does pytest.
+
 Both models take the first `context_frames` of a clip and predict the next `future_frames`:
 `forward(context (B, T_ctx, C, H, W)) -> (B, T_future, C, H, W)` in [0, 1], and
 `generate(context, num_frames)` rolls out any number of frames.
@@ -10,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from models.base import FramePredictor
 from models.transformer import TransformerConfig, TransformerModel
-from models.video_generation import FramePredictor, VideoGenerationConfig, VideoGenerationModel
+from models.video_generation import VideoGenerationConfig, VideoGenerationModel
 
 __all__ = ["FramePredictor", "TransformerConfig", "TransformerModel", "VideoGenerationConfig",
            "VideoGenerationModel", "MODELS", "ModelName", "build_model"]

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.video_generation import FramePredictor, _check_config
+from models.base import FramePredictor, check_config
 
 
 @dataclass
@@ -81,7 +81,7 @@ class TransformerModel(FramePredictor):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        _check_config(config, downsampling=config.patch_size)
+        check_config(config, downsampling=config.patch_size)
         if config.n_embd % config.n_head:
             raise ValueError(f"n_embd: expected a multiple of n_head={config.n_head}, received {config.n_embd}")
         self.config = config

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +131,31 @@ def test_build_model_rejects_unknown_names_and_fields() -> None:
         build_model("transformer", image_size=40)
     with pytest.raises(ValueError, match=r"n_embd: expected a multiple of n_head=4, received 30"):
         build_model("transformer", n_embd=30)
+
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_FILES = ["video_generation.py", "transformer.py"]  # one file per model, as in nanoGPT
+
+
+def _imports(path: Path) -> list[tuple[str, str]]:
+    """`(module, name)` for every `from module import name` and `(module, "")` for every `import module`."""
+    found: list[tuple[str, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            found += [(node.module or "", alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, "") for alias in node.names]
+    return found
+
+
+def test_a_model_file_imports_only_the_shared_base_and_no_module_imports_a_private_name() -> None:
+    """transformer.py used to import `_check_config` from video_generation.py: a change to one model could
+    break the other, and a private helper was public in all but name."""
+    siblings = {f"models.{name.removesuffix('.py')}" for name in MODEL_FILES}
+    for name in MODEL_FILES:
+        modules = {module for module, _ in _imports(REPO / "models" / name)}
+        assert not modules & siblings, f"models/{name} imports a sibling model: {sorted(modules & siblings)}"
+    for path in sorted((REPO / "models").glob("*.py")) + sorted((REPO / "scripts").glob("*.py")):
+        private = [f"{module}.{name}" for module, name in _imports(path)
+                   if name.startswith("_") and not name.startswith("__")]
+        assert not private, f"{path.relative_to(REPO)} imports private names {private}"
