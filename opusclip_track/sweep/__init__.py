@@ -33,13 +33,13 @@ W&B engine).
 from __future__ import annotations
 
 from ._study import sweep_storage_url
-from .config import HyperbandSpec, MetricSpec, ParameterSpec, SweepConfig
+from .config import HyperbandSpec, InvalidSweepError, MetricSpec, ParameterSpec, SweepConfig
 from .distributions import decode_params, sample_params
 from .local import run_sweep
 from .results import SweepResult, TrialRecord, summarize
-from .trial import Objective, TrialContext, run_trial
-from .wandb_agent import run_wandb_sweep
+from .trial import Objective, TrialContext, check_declared, run_trial
+from .wandb_agent import WandbUnavailableError, run_wandb_sweep
 
-__all__ = ["HyperbandSpec", "MetricSpec", "Objective", "ParameterSpec", "SweepConfig", "SweepResult",
-           "TrialContext", "TrialRecord", "decode_params", "run_sweep", "run_trial", "run_wandb_sweep",
-           "sample_params", "summarize", "sweep_storage_url"]
+__all__ = ["HyperbandSpec", "InvalidSweepError", "MetricSpec", "Objective", "ParameterSpec", "SweepConfig",
+           "SweepResult", "TrialContext", "TrialRecord", "WandbUnavailableError", "check_declared", "decode_params",
+           "run_sweep", "run_trial", "run_wandb_sweep", "sample_params", "summarize", "sweep_storage_url"]

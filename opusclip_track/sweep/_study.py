@@ -7,17 +7,21 @@ import contextlib
 import functools
 import json
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import redact_secrets
-from .config import SweepConfig
+from .config import InvalidSweepError, SweepConfig
 from .distributions import grid_search_space
 
 if TYPE_CHECKING:
     import optuna
+
+# Optuna's default: TPE draws its first 10 trials with its RandomSampler (same seed, same points as `random`).
+TPE_STARTUP_TRIALS = 10
 
 
 @contextlib.contextmanager
@@ -85,7 +89,7 @@ def _sampler(config: SweepConfig, seed: int, worker: int, n_existing: int) -> op
     seed = seed + 1_000_003 * n_existing + 7919 * worker
     if config.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
 
 
 @functools.cache
@@ -149,11 +153,61 @@ def _check_same_sweep(study: optuna.Study, config: SweepConfig, storage_url: str
     if stored is None:
         study.set_user_attr("sweep", mine)
         return
-    for key, value in mine.items():
-        if stored.get(key) != value:
-            raise ValueError(f"{key}: the study {config.name!r} in {redact_secrets(storage_url)} was run with "
-                             f"{stored.get(key)!r}, received {value!r}; give the sweep another name (or root) "
-                             "to start afresh")
+    changes = [change for key in mine for change in _changes(key, stored.get(key), mine[key])]
+    if changes:
+        first = next(key for key in mine if stored.get(key) != mine[key])
+        raise InvalidSweepError(
+            f"{first}: the study {config.name!r} in {redact_secrets(storage_url)} was run with another sweep: "
+            f"{'; '.join(changes)}. Start a fresh study under this name with fresh=True (scripts/sweep.py "
+            "--fresh; the old study and its runs are kept under '<name>-<date>'), or give the sweep another name")
+
+
+def _changes(key: str, old: Any, new: Any) -> list[str]:
+    """What differs between the stored and the new value of `key`, parameter by parameter."""
+    if old == new:
+        return []
+    if key != "parameters" or not isinstance(old, dict) or not isinstance(new, dict):
+        return [f"{key} {old!r} -> {new!r}"]
+    return ([f"parameters.{n} added" for n in new if n not in old]
+            + [f"parameters.{n} removed" for n in old if n not in new]
+            + [f"parameters.{n} {old[n]!r} -> {new[n]!r}" for n in new if n in old and old[n] != new[n]])
+
+
+def study_exists(name: str, storage_url: str) -> bool:
+    """Whether the storage holds study `name`; a SQLite file that does not exist is not created."""
+    import optuna
+
+    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).is_file():
+        return False
+    return name in optuna.get_all_study_names(storage=_driver_url(storage_url))
+
+
+def archive_study(name: str, storage_url: str, folder: Path, log_dir: Path) -> str | None:
+    """Move study `name` out of the way, kept under `<name>-<YYYYmmdd-HHMMSS>`: the study (copied, then
+    deleted), its folder of plots and runs (`folder`, renamed beside it) and, when the runs went to another
+    `log_dir`, each of its runs (moved into `<log_dir>/<archive>/`), so a fresh study's runs start empty.
+
+    Returns:
+        The archive's name, or None when the storage holds no study `name`.
+    """
+    import optuna
+
+    if not study_exists(name, storage_url):
+        return None
+    url = _driver_url(storage_url)
+    archive = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    old = optuna.load_study(study_name=name, storage=url)
+    runs = {t.user_attrs["run_name"] for t in old.get_trials(deepcopy=False) if "run_name" in t.user_attrs}
+    optuna.copy_study(from_study_name=name, from_storage=url, to_storage=url, to_study_name=archive)
+    optuna.delete_study(study_name=name, storage=url)
+    if folder.is_dir():
+        folder.rename(folder.with_name(archive))
+    if log_dir.resolve() != folder.resolve():
+        for run in sorted(runs | {f"{name}-summary"}):
+            if (log_dir / run).is_dir():
+                (log_dir / archive).mkdir(exist_ok=True)
+                (log_dir / run).rename(log_dir / archive / run)
+    return archive
 
 
 def sweep_storage_url(name: str, root: str | os.PathLike[str] = "runs/sweeps") -> str:

@@ -6,12 +6,13 @@ Errors name the field path and the value received (`parameters.lr.min: expected 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args
@@ -53,6 +54,25 @@ _TOP_KEYS = frozenset({"method", "metric", "parameters", "early_terminate", "run
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _MAX_GRID = 100_000
 _DEFAULT_METRIC = "objective"
+
+
+class InvalidSweepError(ValueError):
+    """The sweep cannot start (its config, the run's arguments or the objective disagree); no trial ran.
+
+    Every error of the config and of the checks before the first trial is one of these, so a caller can tell
+    "this sweep is invalid" from a failure later on (`scripts/sweep.py` exits 2 on it).
+    """
+
+
+@contextlib.contextmanager
+def invalid_sweep() -> Iterator[None]:
+    """Raise a `ValueError` of the code inside (a context or a decorator) as `InvalidSweepError`."""
+    try:
+        yield
+    except InvalidSweepError:
+        raise
+    except ValueError as exc:
+        raise InvalidSweepError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -134,8 +154,13 @@ class SweepConfig:
     """The dict this config was parsed from, untouched (what `to_dict` returns and W&B receives)."""
 
     @classmethod
+    @invalid_sweep()
     def from_dict(cls, data: Mapping[str, Any], default_name: str = "sweep") -> SweepConfig:
-        """Parse and validate a W&B sweep config; errors name the field path and the value received."""
+        """Parse and validate a W&B sweep config; errors name the field path and the value received.
+
+        Raises:
+            InvalidSweepError: the first invalid field (a `ValueError`).
+        """
         if not isinstance(data, Mapping):
             raise _error("sweep config", "a mapping", type(data).__name__)
         raw = copy.deepcopy(dict(data))
@@ -170,9 +195,13 @@ class SweepConfig:
         import yaml
 
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            try:
+                data = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise InvalidSweepError(f"sweep config {path}: expected valid YAML, received a file YAML cannot "
+                                        f"parse ({exc})") from exc
         if not isinstance(data, dict):
-            raise _error(f"sweep config {path}", "a YAML mapping", type(data).__name__)
+            raise InvalidSweepError(str(_error(f"sweep config {path}", "a YAML mapping", type(data).__name__)))
         return cls.from_dict(data, default_name=Path(path).stem)
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +221,13 @@ class SweepConfig:
     def grid_size(self) -> int:
         """Number of grid points (grid sweeps only)."""
         return math.prod(len(p.grid_values()) for p in self.parameters.values())
+
+    @property
+    def space_size(self) -> int | None:
+        """How many distinct points the search space has when every parameter is discrete, else None."""
+        if any(p.distribution not in _GRID_OK for p in self.parameters.values()):
+            return None
+        return self.grid_size
 
 
 SweepSource = Union[SweepConfig, Mapping[str, Any], str, "os.PathLike[str]"]

@@ -7,17 +7,18 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import redact_secrets
 from ._checks import _error, _is_int
 from ._grid import cap, counts, enqueue_grid_remainder
-from ._study import no_experimental_warnings, open_study, sweep_storage_url
+from ._study import archive_study, no_experimental_warnings, open_study, study_exists, sweep_storage_url
 from ._workers import Job, Progress, TrialCallback, run_round
-from .config import SweepConfig, SweepSource
+from .config import SweepConfig, SweepSource, invalid_sweep
 from .results import SweepResult, summarize
-from .trial import Objective, check_objective, tracked_run
+from .trial import Objective, check_declared, check_objective, resolve_objective, tracked_run
 
 if TYPE_CHECKING:
     import optuna
@@ -27,14 +28,17 @@ def run_sweep(config: SweepSource, objective: Objective | str, *,
               count: int | None = None, workers: int = 1, storage: str | None = None,
               root: str | os.PathLike[str] = "runs/sweeps", seed: int = 0, track: bool = True,
               tracking: Mapping[str, Any] | None = None, heartbeat_interval: int = 10, plot: bool = True,
-              on_trial_end: TrialCallback | None = None) -> SweepResult:
+              on_trial_end: TrialCallback | None = None, fresh: bool = False) -> SweepResult:
     """Run (or resume) a sweep locally with Optuna and return its summary.
 
     The study is named after the sweep and kept in `storage` (default `sqlite:///<root>/<name>.db`), so
     calling this again resumes it: finished trials are kept, the count continues towards `run_cap` (grid:
-    towards the grid size), failed or interrupted grid points are re-run. A worker killed mid-trial stops
-    sending heartbeats; after `2 * heartbeat_interval` s its trial is marked FAIL and re-queued with the same
-    parameters, and this call waits for that before returning.
+    towards the grid size), failed or interrupted grid points are re-run; a sweep with nothing left returns at
+    once (`SweepResult.already_complete`). A worker killed mid-trial stops sending heartbeats; after
+    `2 * heartbeat_interval` s its trial is marked FAIL and re-queued with the same parameters, and this call
+    waits for that before returning. Everything is checked before the first trial: the config, these
+    arguments, the objective's declared parameters and metrics (`check_declared`), and that a resumed study
+    has the same search space.
 
     Args:
         config: A `SweepConfig`, a W&B sweep dict, or a YAML file path.
@@ -44,35 +48,67 @@ def run_sweep(config: SweepSource, objective: Objective | str, *,
             without `run_cap`.
         workers: Worker processes on this machine, all sharing the study.
         storage: A SQLAlchemy URL (`postgresql://user@host:5432/db`) shared by workers on many machines.
-        root: Folder of the default SQLite storage and of the sweep's runs and plot (`<root>/<name>/`).
+        root: Folder of the default SQLite storage and of the sweep's runs and figures (`<root>/<name>/`).
         seed: Sampler seed (random/bayes reproducible with one worker; grid order).
         track: Make each trial a tracked run (`AdvancedExperimentTracker`).
         tracking: Extra `TrackingConfig` fields for the trial runs (default `log_dir=<root>/<name>`).
         heartbeat_interval: Seconds between a running trial's heartbeats.
-        plot: Save `<root>/<name>/optimization_history.png`.
+        plot: Save the optimization history, parallel coordinates and parameter importances as PNGs in
+            `<root>/<name>/`.
         on_trial_end: Called in this process as trials finish: `(record, finished, planned)`.
+        fresh: Start a new study under this name; an existing one is kept as `<name>-<YYYYmmdd-HHMMSS>`
+            (study, and `<root>/<name>/` renamed beside it).
 
     Returns:
-        The `SweepResult` (best parameters and value, every trial, the plot path).
+        The `SweepResult` (best parameters and value, every trial, figures, importances, notes).
+
+    Raises:
+        InvalidSweepError: the sweep cannot start (see above); no trial ran.
     """
-    cfg = SweepConfig.coerce(config)
-    _check_run_args(count, workers, heartbeat_interval, storage)
-    folder = Path(root) / cfg.name
-    url = storage or sweep_storage_url(cfg.name, root)
-    job = Job(config=cfg, objective=check_objective(objective, workers), storage_url=url, seed=seed,
-               heartbeat_interval=heartbeat_interval, track=track,
-               tracking={"log_dir": str(folder), **(tracking or {})})
-    study = open_study(cfg, url, seed=seed, heartbeat_interval=heartbeat_interval)
-    _run_until_owed(study, job, count, workers, on_trial_end)
-    result = summarize(study, cfg, folder if plot else None, storage=url)
+    with invalid_sweep():
+        cfg = SweepConfig.coerce(config)
+        _check_run_args(cfg, count, workers, heartbeat_interval, storage)
+        checked = check_objective(objective, workers)
+        folder = Path(root) / cfg.name
+        url = storage or sweep_storage_url(cfg.name, root)
+        job = Job(config=cfg, objective=checked, storage_url=url, seed=seed, heartbeat_interval=heartbeat_interval,
+                  track=track, tracking={"log_dir": str(folder), **(tracking or {})})
+        study, archived, done = _open(job, folder, fresh)
+    notes = (f"started afresh; the earlier study is kept as {archived!r}",) if archived else ()
+    if done is not None:  # nothing to run: say so at once, no figures or importances recomputed
+        return replace(summarize(study, cfg, storage=url, importances=False, notes=(*notes, done)),
+                       already_complete=True, figures=_existing_figures(folder))
+    ran = _run_until_owed(study, job, count, workers, on_trial_end)
+    result = summarize(study, cfg, folder if plot else None, storage=url, ran=tuple(sorted(ran)), notes=notes)
     if track:
         _log_summary(result, job)
     return result
 
 
-def _check_run_args(count: int | None, workers: int, heartbeat_interval: int, storage: str | None) -> None:
+def _open(job: Job, folder: Path, fresh: bool) -> tuple[optuna.Study, str | None, str | None]:
+    """The sweep's study, the archive's name (`fresh`) and an "already complete: ..." note (or None).
+
+    An existing study is opened first (same search space?) so that a finished one returns at once; a new one
+    is created only once the objective accepts the sweep, so an invalid sweep leaves no study behind.
+    """
+    cfg, url = job.config, job.storage_url
+    archived = archive_study(cfg.name, url, folder, Path(job.tracking["log_dir"])) if fresh else None
+    existing = open_study(cfg, url, seed=job.seed, heartbeat_interval=job.heartbeat_interval) \
+        if study_exists(cfg.name, url) else None
+    done = _already_complete(existing, cfg) if existing is not None else None
+    if existing is not None and done is not None:
+        return existing, archived, done
+    check_declared(cfg, resolve_objective(job.objective))
+    study = existing or open_study(cfg, url, seed=job.seed, heartbeat_interval=job.heartbeat_interval)
+    return study, archived, None
+
+
+def _check_run_args(config: SweepConfig, count: int | None, workers: int, heartbeat_interval: int,
+                    storage: str | None) -> None:
     if count is not None and (not _is_int(count) or count <= 0):
         raise _error("count", "a positive integer or None", count)
+    if cap(config) is None and count is None:
+        raise _error("count", f"a positive integer: a {config.method} sweep without run_cap never ends", None)
     if not _is_int(workers) or workers < 1:
         raise _error("workers", "a positive integer", workers)
     if not _is_int(heartbeat_interval) or heartbeat_interval < 1:
@@ -82,14 +118,31 @@ def _check_run_args(count: int | None, workers: int, heartbeat_interval: int, st
                      "'postgresql://user@host:5432/db'", redact_secrets(storage))
 
 
+def _already_complete(study: optuna.Study, config: SweepConfig) -> str | None:
+    """"already complete: ..." when the grid or run_cap is done and nothing runs, else None."""
+    limit = cap(config)
+    done, running = counts(study, config)
+    if limit is None or done < limit or running:
+        return None
+    what = "grid points" if config.method == "grid" and limit == config.grid_size else "trials (run_cap)"
+    return (f"already complete: {done} of {limit} {what} done, nothing to run; fresh=True (scripts/sweep.py "
+            "--fresh) starts the sweep again")
+
+
+def _existing_figures(folder: Path) -> dict[str, Path]:
+    return {path.stem: path for path in sorted(folder.glob("*.png"))} if folder.is_dir() else {}
+
+
 def _run_until_owed(study: optuna.Study, job: Job, count: int | None, workers: int,
-                    on_trial_end: TrialCallback | None) -> None:
-    """Run rounds of trials until this call's share is done; wait out trials of dead workers."""
+                    on_trial_end: TrialCallback | None) -> set[int]:
+    """Run rounds of trials until this call's share is done; wait out trials of dead workers.
+
+    Returns:
+        The numbers of the trials that finished during this call.
+    """
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    if cap(job.config) is None and count is None:
-        raise _error("count", f"a positive integer: a {job.config.method} sweep without run_cap never ends", None)
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     progress = Progress(on_trial_end, seen=set(before))
     failed_workers: list[int] = []
@@ -111,6 +164,7 @@ def _run_until_owed(study: optuna.Study, job: Job, count: int | None, workers: i
     if failed_workers:
         warnings.warn(f"sweep {job.config.name!r}: worker processes exited with codes {failed_workers}; "
                       "see their output above", RuntimeWarning, stacklevel=3)
+    return {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()} - before
 
 
 def _owed(study: optuna.Study, config: SweepConfig, count: int | None, before: set[int],
@@ -125,7 +179,7 @@ def _owed(study: optuna.Study, config: SweepConfig, count: int | None, before: s
 
 
 def _log_summary(result: SweepResult, job: Job) -> None:
-    """A `<sweep>-summary` run holding the trials table and the history plot, next to the trial runs."""
+    """A `<sweep>-summary` run holding the summary (text) and the best trial's hyperparameters."""
     with tracked_run(result.name, f"{result.name}-summary", job.tracking) as tracker:
         tracker.log_text("sweep/summary", f"```\n{result}\n```")
         if result.best_params is not None and result.best_value is not None:

@@ -1,14 +1,21 @@
-"""Sweep results: every trial as a `TrialRecord`, the `SweepResult` summary and its plots."""
+"""Sweep results: every trial as a `TrialRecord`, the `SweepResult` summary, its figures and parameter importances.
+
+Figures and importances are Optuna's own (`optuna.visualization.matplotlib`, `optuna.importance` with fANOVA),
+written next to the study's runs as `optimization_history.png`, `parallel_coordinate.png` and
+`param_importances.png`.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..config import redact_secrets
-from ._study import no_experimental_warnings
+from ._study import TPE_STARTUP_TRIALS, no_experimental_warnings
 from .config import Goal, SweepConfig
 from .distributions import decode_params
 
@@ -31,11 +38,13 @@ class TrialRecord:
     steps: int = 0
     """How many intermediate values the trial reported."""
     run_name: str | None = None
+    error: str | None = None
+    """A failed trial's exception, `"Type: message"` (secrets redacted)."""
 
 
 @dataclass(frozen=True)
 class SweepResult:
-    """The outcome of a sweep: best trial, every trial, the history plot."""
+    """The outcome of a sweep: best trial, every trial, figures, parameter importances and notes."""
 
     name: str
     metric: str
@@ -47,10 +56,29 @@ class SweepResult:
     storage: str
     """The study's storage URL (password redacted)."""
     plot_path: Path | None = None
+    """The optimization history PNG (also in `figures`)."""
+    figures: dict[str, Path] = field(default_factory=dict)
+    """`optimization_history`, `parallel_coordinate`, `param_importances` -> PNG path (those written)."""
+    importances: dict[str, float] | None = None
+    """Parameter -> fANOVA importance (summing to 1) over the completed trials; None when they cannot say."""
+    notes: tuple[str, ...] = ()
+    """What the numbers alone do not say: an already complete sweep, repeated points, missing importances."""
+    ran: tuple[int, ...] = ()
+    """The numbers of the trials this call ran (a resumed sweep's earlier trials are not among them)."""
+    already_complete: bool = False
+    """True when the sweep had nothing left to run (its grid or run_cap was done before this call)."""
 
     def completed(self) -> list[TrialRecord]:
         """The trials that finished normally."""
         return [t for t in self.trials if t.state == "COMPLETE"]
+
+    def failure(self) -> str | None:
+        """When every trial this call ran failed: the first one's error (None if any finished, or none ran)."""
+        mine = [t for t in self.trials if t.number in self.ran]
+        if not mine or any(t.state in ("COMPLETE", "PRUNED") for t in mine):
+            return None
+        first = min(mine, key=lambda t: t.number)
+        return f"trial {first.number}: {first.error or 'failed (its traceback is in the log above)'}"
 
     def format_table(self) -> str:
         """A plain-text table of trials: number, state, value, parameters; the best is marked `*`."""
@@ -63,10 +91,20 @@ class SweepResult:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
+    def format_importances(self) -> str | None:
+        """`"parameter importances (fANOVA, 4 completed trials): lr 0.81, width 0.19"`, or None."""
+        if not self.importances:
+            return None
+        ranked = ", ".join(f"{name} {value:.2f}" for name, value in self.importances.items())
+        return f"parameter importances (fANOVA, {len(self.completed())} completed trials): {ranked}"
+
     def __str__(self) -> str:
         best = ("no completed trial" if self.best_number is None else
                 f"best trial {self.best_number}: {self.metric}={_fmt(self.best_value)} {self.best_params}")
-        return f"sweep {self.name!r} ({self.goal} {self.metric}): {best}\n{self.format_table()}"
+        lines = [f"sweep {self.name!r} ({self.goal} {self.metric}): {best}", *(f"note: {n}" for n in self.notes),
+                 self.format_table()]
+        importances = self.format_importances()
+        return "\n".join([*lines, importances] if importances else lines)
 
 
 def _fmt(value: Any) -> str:
@@ -78,39 +116,118 @@ def _fmt(value: Any) -> str:
 
 
 def record(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    """A finished (or running) Optuna trial as the summary shows it, parameters in W&B's values."""
     value = trial.value
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
     return TrialRecord(number=trial.number, state=cast(TrialStateName, trial.state.name),
                        params=decode_params(config, trial.params), value=value, steps=len(trial.intermediate_values),
-                       run_name=trial.user_attrs.get("run_name"))
+                       run_name=trial.user_attrs.get("run_name"), error=trial.user_attrs.get("error"))
 
 
 def summarize(study: optuna.Study, config: SweepConfig, folder: str | os.PathLike[str] | None = None,
-              storage: str = "") -> SweepResult:
-    """Summarize a study: best parameters and value, every trial, and (with `folder`) a history plot PNG."""
+              storage: str = "", *, ran: tuple[int, ...] = (), importances: bool = True,
+              notes: tuple[str, ...] = ()) -> SweepResult:
+    """Summarize a study: best parameters and value, every trial, parameter importances and notes.
+
+    Args:
+        study: The study.
+        config: Its sweep config.
+        folder: Where to write the figures (optimization history, parallel coordinates, importances); None
+            writes none.
+        storage: The storage URL to show (its password is redacted).
+        ran: The trials this call ran (`SweepResult.failure` looks at them).
+        importances: Compute parameter importances (imports scikit-learn for fANOVA: ~2 s once).
+        notes: Notes to show first.
+    """
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     best = (min if config.goal == "minimize" else max)(done, key=lambda t: float(cast(float, t.value))) if done \
         else None
-    plot = _save_history_plot(study, Path(folder)) if folder is not None and done else None
+    varying, why_not = _varying_params(done)
+    ranked = _importances(study, varying) if importances and varying else None
+    figures = _save_figures(study, Path(folder), varying, ranked is not None) if folder is not None and done else {}
+    records = [record(config, t) for t in trials]
     return SweepResult(name=config.name, metric=config.metric_name, goal=config.goal,
                        best_params=decode_params(config, best.params) if best else None,
                        best_value=best.value if best else None, best_number=best.number if best else None,
-                       trials=[record(config, t) for t in trials], storage=redact_secrets(storage),
-                       plot_path=plot)
+                       trials=records, storage=redact_secrets(storage),
+                       plot_path=figures.get("optimization_history"), figures=figures, importances=ranked,
+                       notes=(*notes, *_sampling_notes(config, records), *([why_not] if importances and why_not
+                                                                           else [])),
+                       ran=ran)
 
 
-def _save_history_plot(study: optuna.Study, folder: Path) -> Path:
-    import matplotlib.pyplot as plt  # headless machines fall back to Agg on their own
+def _varying_params(done: list[optuna.trial.FrozenTrial]) -> tuple[list[str], str | None]:
+    """The parameters that took >= 2 values over the completed trials (importances need that), and a note."""
+    if len(done) < 2:
+        return [], (f"parameter importances need at least 2 completed trials with different values; this sweep "
+                    f"has {len(done)}")
+    if len({t.value for t in done}) < 2:  # fANOVA has no variance to split ("zero total variance")
+        return [], (f"parameter importances need completed trials with different results; all {len(done)} "
+                    f"gave {_fmt(done[0].value)}")
+    names = list(dict.fromkeys(name for t in done for name in t.params))
+    varying = [n for n in names if len({repr(t.params.get(n)) for t in done}) >= 2]
+    fixed = [n for n in names if n not in varying]
+    if not varying:
+        return [], (f"parameter importances need a parameter with at least 2 values among the completed "
+                    f"trials; {', '.join(names) or 'none'} took one value each")
+    return varying, (f"parameter importances leave out {', '.join(fixed)}: one value in every completed trial"
+                     if fixed else None)
+
+
+def _importances(study: optuna.Study, params: list[str]) -> dict[str, float]:
     import optuna
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "optimization_history.png"
+    # fANOVA fits a random forest: seeded, so the same trials give the same importances.
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     with no_experimental_warnings():
-        ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+        ranked = optuna.importance.get_param_importances(study, evaluator=evaluator, params=params)
+    return {name: float(value) for name, value in ranked.items()}
+
+
+def _sampling_notes(config: SweepConfig, records: list[TrialRecord]) -> list[str]:
+    """Say when random/bayes draws look alike: TPE's random start-up, repeated points of a small space."""
+    finished = [t for t in records if t.state in ("COMPLETE", "PRUNED")]
+    notes = []
+    if config.method == "bayes" and 0 < len(finished) <= TPE_STARTUP_TRIALS:
+        notes.append(f"bayes: TPE draws its first {TPE_STARTUP_TRIALS} trials at random, the same points as "
+                     f"method random with the same seed; these {len(finished)} trials are all such draws, so bayes "
+                     f"differs from random only after trial {TPE_STARTUP_TRIALS}")
+    size = config.space_size
+    distinct = len({repr(sorted(t.params.items())) for t in finished})
+    if config.method != "grid" and size is not None and distinct < len(finished):
+        notes.append(f"{config.method}: {len(finished)} trials drew only {distinct} distinct "
+                     f"point{'s' if distinct > 1 else ''} of this {size}-point space (repeats); method grid runs "
+                     "each point once")
+    return notes
+
+
+def _save_figures(study: optuna.Study, folder: Path, varying: list[str], importances: bool) -> dict[str, Path]:
+    import optuna
+    from optuna.trial import TrialState
+
+    plots = optuna.visualization.matplotlib
+    makers: dict[str, Any] = {"optimization_history": plots.plot_optimization_history}
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2 and varying:
+        makers["parallel_coordinate"] = plots.plot_parallel_coordinate  # one line per completed trial
+    if varying and importances:
+        makers["param_importances"] = functools.partial(
+            plots.plot_param_importances, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            params=varying)
+    return {name: _save_figure(make, study, folder / f"{name}.png") for name, make in makers.items()}
+
+
+def _save_figure(make: Any, study: optuna.Study, path: Path) -> Path:
+    import matplotlib.pyplot as plt  # headless machines fall back to Agg on their own
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with no_experimental_warnings(), warnings.catch_warnings():
+        # A parameter with one value among the trials gets a flat axis: matplotlib widens it and warns.
+        warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
+        ax = make(study)
     figure = cast("Figure", ax.figure)
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)

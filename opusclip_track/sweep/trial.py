@@ -6,15 +6,16 @@ Every engine runs a trial inside `tracked_run`, the one place a trial's `Advance
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import math
 import pickle
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._checks import _error, _is_int
-from .config import SweepConfig
+from .config import InvalidSweepError, SweepConfig
 from .distributions import sample_params
 
 if TYPE_CHECKING:
@@ -99,7 +100,12 @@ class _ReportingTracker:
 
 
 class Objective(Protocol):
-    """`objective(params, trial) -> float`: train/evaluate with `params`, return the sweep metric."""
+    """`objective(params, trial) -> float`: train/evaluate with `params`, return the sweep metric.
+
+    An objective may declare what it runs with, as attributes (each optional): `sweep_parameters`, the
+    parameter names it accepts, and `sweep_metrics`, the metric names it can return. The engines then refuse
+    a sweep that names anything else before its first trial (`check_declared`).
+    """
 
     def __call__(self, params: dict[str, Any], trial: TrialContext) -> float: ...
 
@@ -135,6 +141,40 @@ def check_objective(objective: Objective | str, workers: int) -> Objective | str
             raise _error("objective", "a module-level function or 'module:function' string when workers > 1 "
                          f"(worker processes import it; {type(exc).__name__})", objective) from exc
     return objective
+
+
+def check_declared(config: SweepConfig, objective: Any) -> None:
+    """Refuse a sweep its objective cannot run, before any trial: a parameter name the objective does not
+    accept, or a metric it never reports (see `Objective`; an objective that declares nothing passes).
+
+    Raises:
+        InvalidSweepError: naming the offending names, the valid ones and the closest match.
+    """
+    accepted = getattr(objective, "sweep_parameters", None)
+    if accepted is not None:
+        unknown = [name for name in config.parameters if name not in accepted]
+        if unknown:
+            raise InvalidSweepError(
+                f"parameters: expected names the objective accepts ({', '.join(sorted(accepted))}), received "
+                f"unknown {', '.join(unknown)}{_did_you_mean(unknown, accepted)}")
+    reported = getattr(objective, "sweep_metrics", None)
+    if reported is not None and config.metric_name not in reported:
+        received = repr(config.metric_name) if config.metric else "no metric (add metric: {name: ..., goal: ...})"
+        raise InvalidSweepError(
+            f"metric.name: expected a metric the objective reports ({', '.join(sorted(reported))}), received "
+            f"{received}{_did_you_mean([config.metric_name], reported) if config.metric else ''}")
+
+
+def _did_you_mean(names: list[str], valid: Collection[str]) -> str:
+    # "val_loss" -> "val/loss", "learnin_rate" -> "learning_rate": W&B names differ from ours by a separator.
+    by_key = {name.replace("/", "_").replace(".", "_").lower(): name for name in valid}
+    hints = []
+    for name in names:
+        match = by_key.get(name.replace("/", "_").replace(".", "_").lower()) or next(
+            iter(difflib.get_close_matches(name, list(valid), n=1)), None)
+        if match is not None:
+            hints.append(f"{name!r} -> {match!r}")
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
 
 
 def finite(value: Any, metric: str) -> float:
@@ -176,6 +216,8 @@ def run_trial(config: SweepConfig, objective: Objective, trial: optuna.Trial, *,
     The run is `AdvancedExperimentTracker(TrackingConfig(experiment_name=<sweep>, group=<sweep>,
     run_name=<sweep>-trial<NNN>, **tracking))`; its hyperparameters and final metric go to
     `log_hyperparameters` (TensorBoard HParams, W&B config/summary), intermediate values to `log_metrics`.
+    An objective that raises ends its run as failed and leaves its message in the trial's `error` user
+    attribute (secrets redacted); a pruned trial's run ends normally.
 
     Args:
         config: The sweep config.
@@ -187,6 +229,23 @@ def run_trial(config: SweepConfig, objective: Objective, trial: optuna.Trial, *,
     Returns:
         The objective's value.
     """
+    import optuna
+
+    try:
+        return _run_trial(config, objective, trial, track, tracking or {})
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:
+        from ..config import redact_text
+
+        trial.set_user_attr("error", redact_text(f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _run_trial(config: SweepConfig, objective: Objective, trial: optuna.Trial, track: bool,
+               tracking: Mapping[str, Any]) -> float:
+    import optuna
+
     params = sample_params(config, trial)
     trial.set_user_attr("params", params)  # readable values next to Optuna's raw ones (optuna-dashboard)
     if not track:
@@ -195,16 +254,18 @@ def run_trial(config: SweepConfig, objective: Objective, trial: optuna.Trial, *,
 
     run_name = f"{config.name}-trial{trial.number:03d}"
     trial.set_user_attr("run_name", run_name)
-    with tracked_run(config.name, run_name, tracking or {}) as tracker:
+    pruned: optuna.TrialPruned | None = None
+    with tracked_run(config.name, run_name, tracking) as tracker:  # an error goes through: the run failed
         ctx = TrialContext(trial.number, config.name, params, config.metric_name, optuna_trial=trial,
                            tracker=tracker)
         try:
             value = finite(objective(params, ctx), config.metric_name)
-        except Exception as exc:
-            import optuna
-
-            if isinstance(exc, optuna.TrialPruned) and ctx.last_value is not None:
+        except optuna.TrialPruned as exc:  # stopped early by the pruner: the run itself did not fail
+            if ctx.last_value is not None:
                 tracker.log_hyperparameters(params, metrics={config.metric_name: ctx.last_value})
-            raise
-        tracker.log_hyperparameters(params, metrics={config.metric_name: value})
+            pruned = exc
+        else:
+            tracker.log_hyperparameters(params, metrics={config.metric_name: value})
+    if pruned is not None:
+        raise pruned
     return value

@@ -7,8 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._checks import _error, _is_int
-from .config import SweepConfig, SweepSource
-from .trial import Objective, TrialContext, check_objective, finite, resolve_objective, tracked_run
+from .config import SweepConfig, SweepSource, invalid_sweep
+from .trial import Objective, TrialContext, check_declared, check_objective, finite, resolve_objective, tracked_run
+
+
+class WandbUnavailableError(RuntimeError):
+    """The W&B engine cannot reach the W&B sweep server: no API key, or W&B set offline. No trial ran."""
 
 
 def _require_wandb_online() -> None:
@@ -16,11 +20,13 @@ def _require_wandb_online() -> None:
 
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "disabled", "dryrun"):
-        raise RuntimeError(f"engine 'wandb': expected W&B online (sweeps run on the W&B server), received "
-                           f"WANDB_MODE={mode!r}; unset it, or use the local engine (run_sweep, --engine optuna)")
+        raise WandbUnavailableError(f"engine 'wandb': expected W&B online (sweeps run on the W&B server), received "
+                                    f"WANDB_MODE={mode!r}; unset it, or use the local engine (run_sweep, "
+                                    "--engine optuna)")
     if not api_key_configured():
-        raise RuntimeError("engine 'wandb': expected a W&B API key (WANDB_API_KEY or `wandb login`), found none; "
-                           "log in, or use the local engine (run_sweep, --engine optuna), which needs no account")
+        raise WandbUnavailableError("engine 'wandb': expected a W&B API key (WANDB_API_KEY or `wandb login`), "
+                                    "found none; log in, or use the local engine (run_sweep, --engine optuna), "
+                                    "which needs no account")
 
 
 class _WandbTrial:
@@ -67,14 +73,21 @@ def run_wandb_sweep(config: SweepSource, objective: Objective | str,
 
     Returns:
         The W&B sweep id.
+
+    Raises:
+        InvalidSweepError: the config, `count` or the objective's declared names disagree; no trial ran.
+        WandbUnavailableError: no API key, or `WANDB_MODE` offline/disabled.
     """
-    cfg = SweepConfig.coerce(config)
-    if count is not None and (not _is_int(count) or count <= 0):
-        raise _error("count", "a positive integer or None", count)
+    with invalid_sweep():
+        cfg = SweepConfig.coerce(config)
+        if count is not None and (not _is_int(count) or count <= 0):
+            raise _error("count", "a positive integer or None", count)
     _require_wandb_online()
     import wandb
 
-    fn = resolve_objective(check_objective(objective, 1))
+    with invalid_sweep():
+        fn = resolve_objective(check_objective(objective, 1))
+        check_declared(cfg, fn)
     sweep_id: str = wandb.sweep(cfg.to_dict(), project=project, entity=entity)
     wandb.agent(sweep_id, function=_WandbTrial(cfg, fn, dict(tracking or {})), count=count, project=project,
                 entity=entity)
