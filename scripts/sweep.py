@@ -5,10 +5,12 @@
     python scripts/sweep.py --config sweeps/bayes_hyperband.yaml --storage postgresql://me@db:5432/sweeps
     python scripts/sweep.py --config sweeps/quick_grid.yaml --engine wandb --project my-project
 
-Swept parameters named like `TrainConfig` fields (`lr`, `batch_size`, `max_steps`, ...) set those; any
-other name is a model option (`width`, `n_layer`, ...). Everything else comes from the tiny CPU recipe
-below. Each trial is a tracked run under `<root>/<sweep>/` (`tensorboard --logdir=runs`); interrupting and
-running the same command again resumes the sweep.
+Swept parameters named like `TrainConfig` fields or their aliases (`lr`/`learning_rate`, `batch_size`,
+`epochs`/`max_epochs`, `max_steps`, ...) set those; any other name is a model option (`width`, `n_layer`, ...);
+everything else comes from the tiny CPU recipe in `models/sweep_recipe.py`. Each trial is a tracked run under
+`<root>/<sweep>/` (`tensorboard --logdir=runs`); interrupting and running the same command again resumes the
+sweep (`--fresh` starts it anew, keeping the old one). Exit status: 0 done (or already complete), 1 every
+trial of this run failed or W&B is unreachable, 2 the sweep is invalid (nothing ran).
 """
 
 from __future__ import annotations
@@ -22,21 +24,16 @@ from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `models` when run from a checkout
 
+from models.sweep_recipe import SweepRecipe  # noqa: E402
 from opusclip_track.sweep import (  # noqa: E402
+    InvalidSweepError,
     SweepConfig,
-    TrialContext,
+    SweepResult,
     TrialRecord,
+    WandbUnavailableError,
     run_sweep,
     run_wandb_sweep,
 )
-
-# The recipe every trial starts from: small enough for a CPU (16x16 frames, 2 + 2 frames, PSNR only).
-BASE_RECIPE: dict[str, Any] = {
-    "model": "video_generation", "image_size": 16, "context_frames": 2, "future_frames": 2,
-    "train_clips": 128, "val_clips": 8, "batch_size": 8, "epochs": 100, "max_steps": 12, "eval_every": 3,
-    "log_every": 3, "warmup_steps": 2, "metrics": ("psnr",), "sample_clips": 1, "device": "auto",
-    "model_options": {"width": 8, "num_res_blocks": 1},
-}
 
 
 @dataclass
@@ -50,8 +47,11 @@ class Args:
     storage: str | None = field(default=None, metadata={
         "help": "study storage URL shared by machines, e.g. postgresql://me@db:5432/sweeps "
                 "(default: SQLite under --root)"})
-    root: str = field(default="runs/sweeps", metadata={"help": "folder of the study, the trial runs, the plot"})
+    root: str = field(default="runs/sweeps", metadata={"help": "folder of the study, the trial runs, the plots"})
     seed: int = field(default=0, metadata={"help": "sampler seed (random/bayes)"})
+    fresh: bool = field(default=False, metadata={
+        "help": "start a new study under this name (the old one is kept as <name>-<date>), e.g. after "
+                "changing the search space"})
     wandb: bool = field(default=False, metadata={
         "help": "also log each trial to W&B (offline without an API key); TensorBoard and the store always"})
     project: str | None = field(default=None, metadata={"help": "W&B project (engine wandb)"})
@@ -71,59 +71,68 @@ def parse_args(argv: list[str] | None = None) -> Args:
         else:
             kind = int if f.type.startswith("int") else str
             parser.add_argument(flag, type=kind, default=f.default, help=help_text)
-    return Args(**vars(parser.parse_args(argv)))
+    args = Args(**vars(parser.parse_args(argv)))
+    if not Path(args.config).is_file():
+        parser.error(f"--config: expected a sweep YAML file, received {args.config!r} (no such file)")
+    return args
 
 
-def train_config(params: dict[str, Any]) -> Any:
-    """`TrainConfig` for one trial: the base recipe, swept `TrainConfig` fields, the rest as model options."""
-    from models.training import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    recipe = {**BASE_RECIPE, "model_options": dict(BASE_RECIPE["model_options"])}
-    for name, value in params.items():
-        if name in fields:
-            recipe[name] = value
-        else:
-            recipe["model_options"][name] = value
-    return TrainConfig(**recipe)
-
-
-def train_trial(params: dict[str, Any], trial: TrialContext) -> float:
-    """One trial: train the example model; `val/loss` at each evaluation feeds hyperband."""
-    from models.training import build_model_for, train
-
-    cfg = train_config(params)
-    results = train(build_model_for(cfg), cfg, trial.reporting_tracker(), checkpoints=False)
-    return results[trial.metric_name]
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run(args: Args) -> SweepResult | None:
+    """Run the sweep `args` describe; None for the W&B engine (its results are on the W&B server)."""
     config = SweepConfig.from_yaml(args.config)
+    objective = SweepRecipe.for_config(config)
     tracking = {"use_wandb": args.wandb, "system_monitor_interval_s": 0.0}
     if args.engine == "wandb":
-        sweep_id = run_wandb_sweep(config, train_trial, count=args.count, project=args.project,
+        sweep_id = run_wandb_sweep(config, objective, count=args.count, project=args.project,
                                    entity=args.entity, tracking=tracking)
         print(f"W&B sweep {sweep_id} done; join from other machines: wandb agent {sweep_id}")
-        return
+        return None
     import optuna
     from tqdm import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar and the summary say it
-    bar = tqdm(desc=f"sweep {config.name}", unit="trial")
+    bars: list[Any] = []  # made at the first finished trial: an already complete sweep shows none
 
     def on_trial_end(record: TrialRecord, finished: int, planned: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=f"sweep {config.name}", unit="trial"))
+        bar = bars[0]
         bar.total = planned
         bar.set_postfix_str(f"#{record.number} {record.state} {config.metric_name}={record.value}")
         bar.update(1)
 
-    result = run_sweep(config, train_trial, count=args.count, workers=args.workers, storage=args.storage,
-                       root=args.root, seed=args.seed, tracking=tracking, on_trial_end=on_trial_end)
-    bar.close()
+    try:
+        return run_sweep(config, objective, count=args.count, workers=args.workers, storage=args.storage,
+                         root=args.root, seed=args.seed, tracking=tracking, fresh=args.fresh,
+                         on_trial_end=on_trial_end)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except InvalidSweepError as exc:  # nothing ran
+        print(f"sweep: {exc}", file=sys.stderr)
+        return 2
+    except WandbUnavailableError as exc:
+        print(f"sweep: {exc}", file=sys.stderr)
+        return 1
+    if result is None:
+        return 0
     print(result)
-    if result.plot_path is not None:
-        print(f"plot: {result.plot_path}\nruns: tensorboard --logdir={Path(args.root) / config.name}")
+    for path in result.figures.values():
+        print(f"plot: {path}")
+    if result.figures:
+        print(f"runs: tensorboard --logdir={Path(args.root) / result.name}")
+    failure = result.failure()
+    if failure is not None:
+        print(f"sweep {result.name!r}: every trial of this run failed; the first, {failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
