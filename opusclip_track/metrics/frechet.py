@@ -38,10 +38,10 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor, *
             milliseconds instead of seconds.
 
     Returns:
-        0-d float64 tensor.
+        0-d float64 tensor, >= 0: rounding leaves identical sets a few 1e-14 below zero, which is clamped to 0.
 
     Raises:
-        ValueError: when the shapes do not fit together.
+        ValueError: when the shapes do not fit together, or a mean or covariance holds NaN or infinity.
     """
     _check_gaussian(mu1, sigma1, name="mu1/sigma1")
     _check_gaussian(mu2, sigma2, name="mu2/sigma2")
@@ -49,7 +49,8 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor, *
         raise ValueError(f"mu2: expected the feature dimension of mu1 {tuple(mu1.shape)}, received {tuple(mu2.shape)}")
     mu1, sigma1, mu2, sigma2 = (t.to(torch.float64) for t in (mu1, sigma1, mu2, sigma2))
     mean_term = (mu1 - mu2).square().sum()
-    return mean_term + sigma1.trace() + sigma2.trace() - 2.0 * _trace_sqrt_product(sigma1, sigma2, ranks)
+    distance = mean_term + sigma1.trace() + sigma2.trace() - 2.0 * _trace_sqrt_product(sigma1, sigma2, ranks)
+    return distance.clamp(min=0.0)
 
 
 # Extra random directions beyond the rank bound: makes the range capture robust to rounding.
@@ -107,6 +108,14 @@ def _check_gaussian(mu: Tensor, sigma: Tensor, *, name: str) -> None:
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"{name}: expected a (D,) mean and a (D, D) covariance, received {tuple(mu.shape)} "
                          f"and {tuple(sigma.shape)}")
+    _check_finite(mu, sigma, name=name, what="a finite mean and covariance")
+
+
+def _check_finite(*tensors: Tensor, name: str, what: str) -> None:
+    """NaN or infinity would otherwise surface as an eigensolver's "ill-conditioned" LinAlgError."""
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise ValueError(f"{name}: expected {what}, received NaN or infinity (check the "
+                         "feature extractor: its input range, its weights, half-precision overflow)")
 
 
 def _stats_of(features: Tensor, *, name: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -123,6 +132,8 @@ def _mean_cov(total: Tensor, outer: Tensor, count: Tensor, *, name: str) -> tupl
     n = float(count)
     if n < 2:
         raise ValueError(f"{name}: expected at least 2 samples to estimate a covariance, received {int(n)}")
+    # Any NaN or infinite feature makes these sums non-finite: one check here covers every update.
+    _check_finite(total, outer, name=name, what="finite features")
     mean = total / n
     cov = (outer - n * torch.outer(mean, mean)) / (n - 1)
     return mean, cov
