@@ -1,6 +1,10 @@
-"""Hot-path cost and end-to-end throughput of `log_metrics` against SummaryWriter and wandb.log (offline).
+"""Hot-path cost and end-to-end throughput of `log_metrics` against SummaryWriter, wandb.log (offline) and MLflow.
 
-One process, one loop shape for every logger: each call logs 10 float scalars at one step.
+One process, one loop shape for every logger: each call logs 10 float scalars at one step. MLflow's peers write
+to a local SQLite tracking store in a temporary directory: `mlflow.log_metrics(values, step=...)` once per step
+(the way users call it) and `MlflowClient.log_batch` with the step's 10 metrics. They cost milliseconds per call,
+so they are timed over fewer calls (`--mlflow-calls`); `opusclip_track+mlflow` is our tracker with the MLflow
+backend on the same store (its hot path is ours; end to end includes every write into MLflow).
 
 * back-to-back: calls in a tight loop;
 * paced: a 2 ms sleep between calls, like a training step, so each logger's background thread gets to run
@@ -61,12 +65,14 @@ def _time_calls(log: Callable[[int, dict[str, float]], None], calls: int, pace_s
 
 class _Ours:
     name = "opusclip_track"
+    options: dict[str, Any] = {}
 
     def __init__(self, root: Path) -> None:
         from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 
         self.t = AdvancedExperimentTracker(TrackingConfig(experiment_name="bench", log_dir=str(root),
-                                                          use_wandb=False, system_monitor_interval_s=0.0))
+                                                          use_wandb=False, system_monitor_interval_s=0.0,
+                                                          **self.options))
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.t.log_metrics(values, step=step)
@@ -107,28 +113,91 @@ class _Wandb:
         self.run.finish()
 
 
-PEERS: list[type[Any]] = [_Ours, _SummaryWriter, _Wandb]
+def mlflow_store(root: Path) -> str:
+    """One SQLite tracking store for every MLflow peer, created (and migrated, ~5 s) before any timing."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("video-opusclip", artifact_location=(root / "mlartifacts").as_uri())
+    return uri
 
 
-def hot_path(root: Path, calls: int, pace_s: float, compute: bool = False) -> dict[str, dict[str, float]]:
+class _MlflowFluent:
+    name = "mlflow.log_metrics"
+    uri = ""
+    slow = True
+
+    def __init__(self, root: Path) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_experiment("video-opusclip")
+        self.mlflow = mlflow
+        self.run = mlflow.start_run()
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.mlflow.log_metrics(values, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class _MlflowBatch:
+    name = "MlflowClient.log_batch"
+    uri = ""
+    slow = True
+
+    def __init__(self, root: Path) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        self.client = MlflowClient(self.uri)
+        self.Metric = Metric
+        experiment = self.client.get_experiment_by_name("video-opusclip")
+        assert experiment is not None
+        self.run_id = self.client.create_run(experiment.experiment_id).info.run_id
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[self.Metric(k, v, now, step) for k, v in values.items()])
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+class _OursMlflow(_Ours):
+    name = "opusclip_track+mlflow"
+
+
+PEERS: list[type[Any]] = [_Ours, _SummaryWriter, _Wandb, _MlflowFluent, _MlflowBatch]
+
+
+def _calls_for(cls: type[Any], calls: int, mlflow_calls: int) -> int:
+    return min(calls, mlflow_calls) if getattr(cls, "slow", False) else calls
+
+
+def hot_path(root: Path, calls: int, pace_s: float, compute: bool = False,
+             mlflow_calls: int = 300) -> dict[str, dict[str, float]]:
     out = {}
     for cls in PEERS:
         logger = cls(root)
-        _time_calls(logger.log, min(200, calls), 0.0)  # warm-up: imports, first file, JIT-free paths
-        times = _time_calls(logger.log, calls, pace_s, compute)
+        n = _calls_for(cls, calls, mlflow_calls)
+        _time_calls(logger.log, min(200, n), 0.0)  # warm-up: imports, first file, JIT-free paths
+        times = _time_calls(logger.log, n, pace_s, compute)
         logger.close()
         out[cls.name] = {"median_us": statistics.median(times), "p99_us": _percentile(times, 0.99)}
     return out
 
 
-def end_to_end(root: Path, calls: int) -> dict[str, float]:
+def end_to_end(root: Path, calls: int, mlflow_calls: int = 300) -> dict[str, float]:
     out = {}
-    for cls in (_Ours, _SummaryWriter):
+    for cls in (_Ours, _SummaryWriter, _OursMlflow, _MlflowFluent, _MlflowBatch):
+        n = _calls_for(cls, calls, mlflow_calls)
         start = time.perf_counter()
         logger = cls(root)
-        _time_calls(logger.log, calls, 0.0)
+        _time_calls(logger.log, n, 0.0)
         logger.close()
-        out[cls.name] = calls * len(KEYS) / (time.perf_counter() - start)
+        out[cls.name] = n * len(KEYS) / (time.perf_counter() - start)
     return out
 
 
@@ -136,31 +205,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per logger and mode")
     parser.add_argument("--e2e-calls", type=int, default=5000, help="calls for the end-to-end throughput")
+    parser.add_argument("--mlflow-calls", type=int, default=300,
+                        help="timed calls of the MLflow peers (milliseconds each), per mode and end to end")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        _MlflowFluent.uri = _MlflowBatch.uri = mlflow_store(root)
+        _OursMlflow.options = {"use_tensorboard": False, "backends": ["mlflow"],
+                               "mlflow_tracking_uri": _MlflowBatch.uri}
+        m = args.mlflow_calls
         results: dict[str, Any] = {
-            "back_to_back": hot_path(root, args.calls, 0.0),
-            "paced_2ms": hot_path(root, args.calls, 0.002),
-            "compute_paced_2ms": hot_path(root, args.calls, 0.002, compute=True),
-            "end_to_end_scalars_per_s": end_to_end(root, args.e2e_calls),
+            "back_to_back": hot_path(root, args.calls, 0.0, mlflow_calls=m),
+            "paced_2ms": hot_path(root, args.calls, 0.002, mlflow_calls=m),
+            "compute_paced_2ms": hot_path(root, args.calls, 0.002, compute=True, mlflow_calls=m),
+            "end_to_end_scalars_per_s": end_to_end(root, args.e2e_calls, m),
         }
     ours = "opusclip_track"
-    print(f"log 10 scalars per call; {args.calls} calls per logger (cpu count {os.cpu_count()})")
+    print(f"log 10 scalars per call; {args.calls} calls per logger, {args.mlflow_calls} for MLflow's "
+          f"(cpu count {os.cpu_count()})")
     for mode in ("back_to_back", "paced_2ms", "compute_paced_2ms"):
         print(f"\n[{mode}]  per-call cost, microseconds")
-        print(f"  {'logger':<16}{'median':>10}{'p99':>10}{'median ratio vs ours':>24}")
+        print(f"  {'logger':<24}{'median':>10}{'p99':>10}{'median ratio vs ours':>24}")
         base = results[mode][ours]["median_us"]
         for name, r in results[mode].items():
-            print(f"  {name:<16}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['median_us'] / base:>23.1f}x")
+            print(f"  {name:<24}{r['median_us']:>10.2f}{r['p99_us']:>10.2f}{r['median_us'] / base:>23.1f}x")
     e2e = results["end_to_end_scalars_per_s"]
     ratio = e2e[ours] / e2e["SummaryWriter"]
-    print(f"\n[end to end]  {args.e2e_calls} calls + close(), scalars/s")
+    print(f"\n[end to end]  {args.e2e_calls} calls ({args.mlflow_calls} for MLflow's) + close(), scalars/s")
+    print(f"  {'logger':<24}{'scalars/s':>14}{'opusclip_track+mlflow is':>28}")
     for name, rate in e2e.items():
-        print(f"  {name:<16}{rate:>14,.0f}")
+        peer = name in (_MlflowFluent.name, _MlflowBatch.name)
+        versus = f"{e2e[_OursMlflow.name] / rate:>27.1f}x" if peer else ""
+        print(f"  {name:<24}{rate:>14,.0f}{versus}")
     print(f"  ratio ours / SummaryWriter: {ratio:.1f}x")
     paced = results["paced_2ms"]
     computed = results["compute_paced_2ms"]
@@ -171,6 +250,10 @@ def main() -> None:
             computed["SummaryWriter"]["median_us"] / computed[ours]["median_us"],
         "compute_paced_median_vs_wandb": computed["wandb.log"]["median_us"] / computed[ours]["median_us"],
         "end_to_end_vs_summarywriter": ratio,
+        "paced_median_vs_mlflow_log_metrics": paced["mlflow.log_metrics"]["median_us"] / paced[ours]["median_us"],
+        "paced_median_vs_mlflow_log_batch": paced["MlflowClient.log_batch"]["median_us"] / paced[ours]["median_us"],
+        "end_to_end_ours_mlflow_vs_mlflow_log_metrics": e2e["opusclip_track+mlflow"] / e2e["mlflow.log_metrics"],
+        "end_to_end_ours_mlflow_vs_mlflow_log_batch": e2e["opusclip_track+mlflow"] / e2e["MlflowClient.log_batch"],
     }
     print("\ntargets: paced median >= 50x below both peers; end to end >= 10x SummaryWriter")
     for name, value in results["ratios"].items():
