@@ -58,8 +58,10 @@ def clip_text(text: str, limit: int) -> str:
 
 
 def mlflow_name(key: str) -> str:
-    """A metric/param/tag name MLflow accepts: other characters become `_`, at most 250 characters."""
-    return _BAD_NAME_CHARS.sub("_", key).replace("//", "/").strip("/")[:MAX_KEY_LENGTH] or "_"
+    """A metric/param/tag name MLflow accepts: other characters become `_`, no empty, `.` or `..` path parts
+    (MLflow refuses names that are not normalised paths), at most 250 characters."""
+    parts = [p if p != ".." else "__" for p in _BAD_NAME_CHARS.sub("_", key).split("/") if p not in ("", ".")]
+    return "/".join(parts)[:MAX_KEY_LENGTH].rstrip("/") or "_"
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -129,7 +131,9 @@ class MlflowBackend(Backend):
         command = (self.run_config.get("environment") or {}).get("command") or []
         tags = {RUN_NAME_TAG: cfg.run_name, "opusclip.experiment_name": cfg.experiment_name,
                 "opusclip.run_dir": str(self.run_dir.resolve()), "group": cfg.group,
-                "tags": ", ".join(cfg.tags) or None, "mlflow.note.content": cfg.notes or None,
+                "tags": ", ".join(cfg.tags) or None,
+                # the notes as the run config holds them (redacted), as the W&B backend does
+                "mlflow.note.content": self.run_config.get("notes", cfg.notes) or None,
                 "mlflow.source.git.commit": git.get("commit"), "mlflow.source.git.branch": git.get("branch"),
                 "mlflow.source.name": command[0] if command else None}
         return {k: clip_text(str(v), MAX_TAG_LENGTH) for k, v in tags.items() if v is not None}
