@@ -98,7 +98,7 @@ class OpusclipTracker(GeneralTracker):
                 scalars.update({f"{key}/{name}": v for name, v in value.items()})
             else:
                 scalars[key] = value
-        if scalars or not texts:
+        if scalars:
             tracker.log_metrics(scalars, step)
         for key, text in texts.items():
             tracker.log_text(key, text, step)

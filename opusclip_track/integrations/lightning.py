@@ -55,6 +55,11 @@ class OpusclipLogger(Logger):
         self._checkpoint_callbacks: dict[int, ModelCheckpoint] = {}
         self._recorded: dict[int, dict[str, Any]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawn-based strategies pickle the trainer and its loggers; an open tracker (threads, files) cannot
+        # travel, and the process that logs opens its own.
+        return {**self.__dict__, "_tracker": None}
+
     # ---- what Lightning asks of a logger ----------------------------------------------------------------
     @property
     def name(self) -> str:
