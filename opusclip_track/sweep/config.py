@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args
 
+from .._checks import argument_error, is_int, is_number
 from ..config import _slug
-from ._checks import _error, _is_int, _is_number
 
 Method = Literal["grid", "random", "bayes"]
 Goal = Literal["minimize", "maximize"]
@@ -106,7 +106,7 @@ class ParameterSpec:
         if self.distribution == "int_uniform":
             return list(range(int(self.min), int(self.max) + 1))
         steps = math.floor((self.max - self.min) / self.q + 1e-9)
-        as_int = _is_int(self.q) and _is_int(self.min)
+        as_int = is_int(self.q) and is_int(self.min)
         return [int(self.min + k * self.q) if as_int else self.min + k * self.q for k in range(steps + 1)]
 
 
@@ -162,21 +162,21 @@ class SweepConfig:
             InvalidSweepError: the first invalid field (a `ValueError`).
         """
         if not isinstance(data, Mapping):
-            raise _error("sweep config", "a mapping", type(data).__name__)
+            raise argument_error("sweep config", "a mapping", type(data).__name__)
         raw = copy.deepcopy(dict(data))
         unknown = sorted(set(raw) - _TOP_KEYS)
         if unknown:
             hint = " (multi-objective 'metrics' and custom 'scheduler' are not supported)" if (
                 {"metrics", "scheduler"} & set(unknown)) else ""
-            raise _error(unknown[0], f"one of the W&B sweep keys {sorted(_TOP_KEYS)}{hint}", raw[unknown[0]])
+            raise argument_error(unknown[0], f"one of the W&B sweep keys {sorted(_TOP_KEYS)}{hint}", raw[unknown[0]])
         method = raw.get("method")
         if method not in get_args(Method):
-            raise _error("method", f"one of {list(get_args(Method))}", method)
+            raise argument_error("method", f"one of {list(get_args(Method))}", method)
         metric = _parse_metric(raw["metric"]) if "metric" in raw else None
         early = _parse_hyperband(raw["early_terminate"]) if "early_terminate" in raw else None
         if metric is None and (method == "bayes" or early is not None):
             why = "bayes search" if method == "bayes" else "early_terminate"
-            raise _error("metric", f"a mapping with 'name' ({why} needs the metric to compare trials)", None)
+            raise argument_error("metric", f"a mapping with 'name' ({why} needs the metric to compare trials)", None)
         method = cast(Method, method)  # checked just above
         parameters = _parse_parameters(raw.get("parameters"), method)
         return cls(method=method, parameters=parameters, name=_parse_name(raw.get("name", default_name)),
@@ -201,7 +201,7 @@ class SweepConfig:
                 raise InvalidSweepError(f"sweep config {path}: expected valid YAML, received a file YAML cannot "
                                         f"parse ({exc})") from exc
         if not isinstance(data, dict):
-            raise InvalidSweepError(str(_error(f"sweep config {path}", "a YAML mapping", type(data).__name__)))
+            raise InvalidSweepError(str(argument_error(f"sweep config {path}", "a YAML mapping", type(data).__name__)))
         return cls.from_dict(data, default_name=Path(path).stem)
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,74 +236,74 @@ SweepSource = Union[SweepConfig, Mapping[str, Any], str, "os.PathLike[str]"]
 
 def _parse_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise _error("name", "a non-empty string", name)
+        raise argument_error("name", "a non-empty string", name)
     # The name names a file, an Optuna study and run names, so it is slugged like run names are.
     return _slug(name)
 
 
 def _parse_run_cap(value: Any) -> int | None:
-    if value is not None and (not _is_int(value) or value <= 0):
-        raise _error("run_cap", "a positive integer", value)
+    if value is not None and (not is_int(value) or value <= 0):
+        raise argument_error("run_cap", "a positive integer", value)
     return value
 
 
 def _parse_metric(data: Any) -> MetricSpec:
     if not isinstance(data, Mapping):
-        raise _error("metric", "a mapping with 'name' and 'goal'", data)
+        raise argument_error("metric", "a mapping with 'name' and 'goal'", data)
     allowed = {"name", "goal", "target", "impute", "impute_while_running"}  # impute*: W&B-server only
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise _error(f"metric.{unknown[0]}", f"one of {sorted(allowed)}", data[unknown[0]])
+        raise argument_error(f"metric.{unknown[0]}", f"one of {sorted(allowed)}", data[unknown[0]])
     name = data.get("name")
     if not isinstance(name, str) or not name:
-        raise _error("metric.name", "a non-empty string", name)
+        raise argument_error("metric.name", "a non-empty string", name)
     goal = data.get("goal", "minimize")
     if goal not in get_args(Goal):
-        raise _error("metric.goal", "'minimize' or 'maximize'", goal)
+        raise argument_error("metric.goal", "'minimize' or 'maximize'", goal)
     target = data.get("target")
-    if target is not None and not _is_number(target):
-        raise _error("metric.target", "a number", target)
+    if target is not None and not is_number(target, finite=True):
+        raise argument_error("metric.target", "a number", target)
     return MetricSpec(name=name, goal=goal, target=target)
 
 
 def _parse_hyperband(data: Any) -> HyperbandSpec:
     if not isinstance(data, Mapping):
-        raise _error("early_terminate", "a mapping with type: hyperband", data)
+        raise argument_error("early_terminate", "a mapping with type: hyperband", data)
     if data.get("type") != "hyperband":
-        raise _error("early_terminate.type", "'hyperband'", data.get("type"))
+        raise argument_error("early_terminate.type", "'hyperband'", data.get("type"))
     allowed = {"type", "min_iter", "max_iter", "s", "eta", "strict"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise _error(f"early_terminate.{unknown[0]}", f"one of {sorted(allowed)}", data[unknown[0]])
+        raise argument_error(f"early_terminate.{unknown[0]}", f"one of {sorted(allowed)}", data[unknown[0]])
     eta = data.get("eta", 3)
-    if not _is_int(eta) or eta < 2:
-        raise _error("early_terminate.eta", "an integer >= 2 (Optuna's reduction_factor)", eta)
+    if not is_int(eta) or eta < 2:
+        raise argument_error("early_terminate.eta", "an integer >= 2 (Optuna's reduction_factor)", eta)
     max_iter = data.get("max_iter")
-    if max_iter is not None and (not _is_int(max_iter) or max_iter < 1):
-        raise _error("early_terminate.max_iter", "a positive integer", max_iter)
+    if max_iter is not None and (not is_int(max_iter) or max_iter < 1):
+        raise argument_error("early_terminate.max_iter", "a positive integer", max_iter)
     if "min_iter" in data:
         min_iter = data["min_iter"]
-        if not _is_int(min_iter) or min_iter < 1:
-            raise _error("early_terminate.min_iter", "a positive integer", min_iter)
+        if not is_int(min_iter) or min_iter < 1:
+            raise argument_error("early_terminate.min_iter", "a positive integer", min_iter)
     elif max_iter is not None and "s" in data:
         s = data["s"]
-        if not _is_int(s) or s < 0:
-            raise _error("early_terminate.s", "a non-negative integer", s)
+        if not is_int(s) or s < 0:
+            raise argument_error("early_terminate.s", "a non-negative integer", s)
         min_iter = max(1, round(max_iter / eta**s))
     else:
-        raise _error("early_terminate", "'min_iter', or 'max_iter' with 's'", dict(data))
+        raise argument_error("early_terminate", "'min_iter', or 'max_iter' with 's'", dict(data))
     if max_iter is not None and max_iter <= min_iter:
-        raise _error("early_terminate.max_iter", f"an integer > min_iter ({min_iter})", max_iter)
+        raise argument_error("early_terminate.max_iter", f"an integer > min_iter ({min_iter})", max_iter)
     return HyperbandSpec(min_iter=min_iter, eta=eta, max_iter=max_iter)
 
 
 def _parse_parameters(data: Any, method: str) -> dict[str, ParameterSpec]:
     if not isinstance(data, Mapping) or not data:
-        raise _error("parameters", "a non-empty mapping of parameter name -> spec", data)
+        raise argument_error("parameters", "a non-empty mapping of parameter name -> spec", data)
     specs = {}
     for name, spec in data.items():
         if not isinstance(name, str) or not _PARAM_NAME.match(name):
-            raise _error("parameters", "names of letters, digits, '_', '.', '-' (not starting with a digit)",
+            raise argument_error("parameters", "names of letters, digits, '_', '.', '-' (not starting with a digit)",
                          name)
         specs[name] = _parse_parameter(name, spec)
     if method == "grid":
@@ -318,28 +318,28 @@ def _infer_distribution(path: str, spec: Mapping[str, Any]) -> str:
     if "values" in spec:
         return "categorical"
     if "min" in spec and "max" in spec:
-        return "int_uniform" if _is_int(spec["min"]) and _is_int(spec["max"]) else "uniform"
-    raise _error(path, "'value', 'values', 'min' and 'max', or a 'distribution'", dict(spec))
+        return "int_uniform" if is_int(spec["min"]) and is_int(spec["max"]) else "uniform"
+    raise argument_error(path, "'value', 'values', 'min' and 'max', or a 'distribution'", dict(spec))
 
 
 def _parse_parameter(name: str, spec: Any) -> ParameterSpec:
     path = f"parameters.{name}"
     if not isinstance(spec, Mapping):
-        raise _error(path, "a mapping with 'value', 'values' or 'distribution'", spec)
+        raise argument_error(path, "a mapping with 'value', 'values' or 'distribution'", spec)
     if "parameters" in spec:
-        raise _error(f"{path}.parameters", "flat parameters (nested groups are not supported; "
+        raise argument_error(f"{path}.parameters", "flat parameters (nested groups are not supported; "
                      f"name them '{name}.<key>')", spec["parameters"])
     dist = spec.get("distribution") or _infer_distribution(path, spec)
     if dist == "categorical_w_probabilities":
         dist = "categorical"
     if dist not in _KEYS:
-        raise _error(f"{path}.distribution", f"one of {sorted(_KEYS)}", dist)
+        raise argument_error(f"{path}.distribution", f"one of {sorted(_KEYS)}", dist)
     required, optional = _KEYS[dist]
     keys = set(spec) - {"distribution"}
     for key in sorted(required - keys):
-        raise _error(f"{path}.{key}", f"a value ({dist} needs {sorted(required)})", None)
+        raise argument_error(f"{path}.{key}", f"a value ({dist} needs {sorted(required)})", None)
     for key in sorted(keys - required - optional):
-        raise _error(f"{path}.{key}", f"no '{key}' for {dist} (allowed: {sorted(required | optional)})",
+        raise argument_error(f"{path}.{key}", f"no '{key}' for {dist} (allowed: {sorted(required | optional)})",
                      spec[key])
     fields: dict[str, Any] = {k: spec[k] for k in keys}
     _check_numbers(path, dist, fields)
@@ -350,49 +350,49 @@ def _parse_parameter(name: str, spec: Any) -> ParameterSpec:
 
 def _check_numbers(path: str, dist: str, fields: Mapping[str, Any]) -> None:
     for key in ("min", "max", "q", "mu", "sigma", "a", "b"):
-        if key in fields and not _is_number(fields[key]):
-            raise _error(f"{path}.{key}", "a finite number", fields[key])
+        if key in fields and not is_number(fields[key], finite=True):
+            raise argument_error(f"{path}.{key}", "a finite number", fields[key])
     if dist == "int_uniform":
         for key in ("min", "max"):
-            if not _is_int(fields[key]):
-                raise _error(f"{path}.{key}", "an integer (int_uniform)", fields[key])
+            if not is_int(fields[key]):
+                raise argument_error(f"{path}.{key}", "an integer (int_uniform)", fields[key])
     if "min" in fields and fields["min"] >= fields["max"]:
-        raise _error(f"{path}.min", f"a number < max ({fields['max']})", fields["min"])
+        raise argument_error(f"{path}.min", f"a number < max ({fields['max']})", fields["min"])
     if dist in _POSITIVE_MIN and fields["min"] <= 0:
-        raise _error(f"{path}.min", f"a number > 0 ({dist} takes values, not exponents)", fields["min"])
+        raise argument_error(f"{path}.min", f"a number > 0 ({dist} takes values, not exponents)", fields["min"])
     for key in ("q", "sigma", "a", "b"):
         if key in fields and fields[key] <= 0:
-            raise _error(f"{path}.{key}", "a number > 0", fields[key])
+            raise argument_error(f"{path}.{key}", "a number > 0", fields[key])
 
 
 def _check_values(path: str, values: Any, probabilities: Any) -> dict[str, Any]:
     if not isinstance(values, (list, tuple)) or not values:
-        raise _error(f"{path}.values", "a non-empty list", values)
+        raise argument_error(f"{path}.values", "a non-empty list", values)
     encoded = [encode_choice(v) for v in values]
     if len(set(map(repr, encoded))) != len(encoded):
-        raise _error(f"{path}.values", "distinct values", list(values))
+        raise argument_error(f"{path}.values", "distinct values", list(values))
     if probabilities is None:
         return {"values": tuple(values)}
     if (not isinstance(probabilities, (list, tuple)) or len(probabilities) != len(values)
-            or not all(_is_number(p) and p >= 0 for p in probabilities)):
-        raise _error(f"{path}.probabilities", f"{len(values)} non-negative numbers (one per value)",
+            or not all(is_number(p, finite=True) and p >= 0 for p in probabilities)):
+        raise argument_error(f"{path}.probabilities", f"{len(values)} non-negative numbers (one per value)",
                      probabilities)
     if abs(sum(probabilities) - 1.0) > 1e-6:
-        raise _error(f"{path}.probabilities", "numbers summing to 1", probabilities)
+        raise argument_error(f"{path}.probabilities", "numbers summing to 1", probabilities)
     return {"values": tuple(values), "probabilities": tuple(float(p) for p in probabilities)}
 
 
 def _check_grid(specs: Mapping[str, ParameterSpec]) -> None:
     for name, spec in specs.items():
         if spec.distribution not in _GRID_OK:
-            raise _error(f"parameters.{name}", "a finite discrete parameter for grid search ('value', "
+            raise argument_error(f"parameters.{name}", "a finite discrete parameter for grid search ('value', "
                          "'values', int_uniform or q_uniform)", f"distribution {spec.distribution}")
         if spec.probabilities is not None:
-            raise _error(f"parameters.{name}.probabilities", "no probabilities (grid search walks every "
+            raise argument_error(f"parameters.{name}.probabilities", "no probabilities (grid search walks every "
                          "value once)", list(spec.probabilities))
     size = math.prod(len(s.grid_values()) for s in specs.values())
     if size > _MAX_GRID:
-        raise _error("parameters", f"a grid of at most {_MAX_GRID} points (use random or bayes)",
+        raise argument_error("parameters", f"a grid of at most {_MAX_GRID} points (use random or bayes)",
                      f"{size} points")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
-from ._checks import _is_int
+from .._checks import is_int
 from .config import ParameterSpec, SweepConfig, encode_choice
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def _decode(spec: ParameterSpec, raw: Any, grid: bool) -> Any:
 def _quantize(value: float, q: float) -> float | int:
     """W&B's `round(X / q) * q`; an int `q` gives ints."""
     steps = round(value / q)
-    return int(steps * q) if _is_int(q) else steps * q
+    return int(steps * q) if is_int(q) else steps * q
 
 
 def _pick(probabilities: Sequence[float], u: float) -> int:

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._checks import argument_error, is_int
 from ..config import redact_secrets
-from ._checks import _error, _is_int
 from ._grid import cap, counts, enqueue_grid_remainder
 from ._study import archive_study, no_experimental_warnings, open_study, study_exists, sweep_storage_url
 from ._workers import Job, Progress, TrialCallback, run_round
@@ -105,16 +105,16 @@ def _open(job: Job, folder: Path, fresh: bool) -> tuple[optuna.Study, str | None
 
 def _check_run_args(config: SweepConfig, count: int | None, workers: int, heartbeat_interval: int,
                     storage: str | None) -> None:
-    if count is not None and (not _is_int(count) or count <= 0):
-        raise _error("count", "a positive integer or None", count)
+    if count is not None and (not is_int(count) or count <= 0):
+        raise argument_error("count", "a positive integer or None", count)
     if cap(config) is None and count is None:
-        raise _error("count", f"a positive integer: a {config.method} sweep without run_cap never ends", None)
-    if not _is_int(workers) or workers < 1:
-        raise _error("workers", "a positive integer", workers)
-    if not _is_int(heartbeat_interval) or heartbeat_interval < 1:
-        raise _error("heartbeat_interval", "a positive integer (seconds)", heartbeat_interval)
+        raise argument_error("count", f"a positive integer: a {config.method} sweep without run_cap never ends", None)
+    if not is_int(workers) or workers < 1:
+        raise argument_error("workers", "a positive integer", workers)
+    if not is_int(heartbeat_interval) or heartbeat_interval < 1:
+        raise argument_error("heartbeat_interval", "a positive integer (seconds)", heartbeat_interval)
     if storage is not None and "://" not in storage:
-        raise _error("storage", "a database URL such as 'sqlite:///sweep.db' or "
+        raise argument_error("storage", "a database URL such as 'sqlite:///sweep.db' or "
                      "'postgresql://user@host:5432/db'", redact_secrets(storage))
 
 

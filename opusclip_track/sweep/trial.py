@@ -14,7 +14,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._checks import _error, _is_int
+from .._checks import argument_error, is_int
 from .config import InvalidSweepError, SweepConfig
 from .distributions import sample_params
 
@@ -53,8 +53,8 @@ class TrialContext:
 
         `log=False` skips the tracker (the value was logged there already, see `reporting_tracker`).
         """
-        if not _is_int(step) or step < 0:
-            raise _error("step", "a non-negative integer", step)
+        if not is_int(step) or step < 0:
+            raise argument_error("step", "a non-negative integer", step)
         value = float(value)
         self.last_value = value
         if self.tracker is not None and log:
@@ -122,23 +122,23 @@ def resolve_objective(objective: Objective | str) -> Objective:
         raise ValueError(f"objective: expected an importable 'module:function', received {objective!r} "
                          f"({type(exc).__name__}: {exc})") from exc
     if not callable(target):
-        raise _error("objective", "a callable", objective)
+        raise argument_error("objective", "a callable", objective)
     return target  # type: ignore[no-any-return]
 
 
 def check_objective(objective: Objective | str, workers: int) -> Objective | str:
     if isinstance(objective, str):
         if not re.match(r"^[\w.]+:[\w.]+$", objective):
-            raise _error("objective", "a callable or a 'module:function' string", objective)
+            raise argument_error("objective", "a callable or a 'module:function' string", objective)
         resolve_objective(objective)  # fail now, not in every worker
         return objective
     if not callable(objective):
-        raise _error("objective", "a callable or a 'module:function' string", objective)
+        raise argument_error("objective", "a callable or a 'module:function' string", objective)
     if workers > 1:
         try:
             pickle.dumps(objective)
         except Exception as exc:  # pickling errors vary by object type
-            raise _error("objective", "a module-level function or 'module:function' string when workers > 1 "
+            raise argument_error("objective", "a module-level function or 'module:function' string when workers > 1 "
                          f"(worker processes import it; {type(exc).__name__})", objective) from exc
     return objective
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ._checks import _error, _is_int
+from .._checks import argument_error, is_int
 from .config import SweepConfig, SweepSource, invalid_sweep
 from .trial import Objective, TrialContext, check_declared, check_objective, finite, resolve_objective, tracked_run
 
@@ -80,8 +80,8 @@ def run_wandb_sweep(config: SweepSource, objective: Objective | str,
     """
     with invalid_sweep():
         cfg = SweepConfig.coerce(config)
-        if count is not None and (not _is_int(count) or count <= 0):
-            raise _error("count", "a positive integer or None", count)
+        if count is not None and (not is_int(count) or count <= 0):
+            raise argument_error("count", "a positive integer or None", count)
     _require_wandb_online()
     import wandb
 
