@@ -286,3 +286,26 @@ def test_eval_reports_a_corrupt_weights_file_in_one_line(tmp_path: Path, capsys:
     assert code == 1
     assert err.startswith("opusclip-track eval: error: ") and err.count("\n") == 1
     assert "opusclip-track weights verify alexnet" in err and "Traceback" not in err and "weights_only" not in err
+
+
+def test_fid_equals_torchmetrics_only_on_uint8_frames_without_antialias(inception_dir: Path) -> None:
+    """What fid.py's docstring claims: torchmetrics' FID gives our number with uint8 input and antialias=False;
+    its default antialiased resize, and its truncating `(x * 255).byte()` for float input, give others."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    # Three frames per set, larger than Inception's 299x299 and detailed, so the resize filters differ.
+    ref, gen = _noisy(_videos(3, 1, size=448, seed=3), 0.1), _noisy(_videos(3, 1, size=448, seed=4), 0.1)
+    ours = float(fid(gen, ref, feature=64, weights_dir=inception_dir, device=CPU))
+    path = str(inception_dir / "weights-inception-2015-12-05-6726825d.pth")
+
+    def theirs(*, antialias: bool, normalize: bool) -> float:
+        metric = FrechetInceptionDistance(feature=64, normalize=normalize, antialias=antialias,
+                                          feature_extractor_weights_path=path)
+        for videos, real in ((ref, True), (gen, False)):
+            images = videos.flatten(0, 1)
+            metric.update(images if normalize else (images * 255).round().to(torch.uint8), real=real)
+        return float(metric.compute())
+
+    assert theirs(antialias=False, normalize=False) == pytest.approx(ours, rel=1e-5)  # measured 6e-8 apart
+    assert abs(theirs(antialias=True, normalize=False) / ours - 1) > 3e-2  # measured 12% lower
+    assert abs(theirs(antialias=False, normalize=True) / ours - 1) > 3e-3  # measured 1.1% higher

@@ -5,7 +5,16 @@ FID was defined on 8-bit images, and the network's first step assumes 0-255 valu
 `FeatureExtractorInceptionV3` resizes it to 299x299 with its TensorFlow-1.x-compatible bilinear resize
 (as the original TF FID code does) and scales it to [-1, 1]. FID uses the 2048-d pool features (or the
 64/192/768-d earlier ones), IS the 1008 "unbiased" logits (before the bias), as torch-fidelity does.
-Numbers are therefore comparable to torch-fidelity's and torchmetrics' FID/IS on the same frames.
+
+Comparability on the same frames:
+- torch-fidelity: the same FID and IS (same network, resize, quantisation, unbiased covariance, IS shuffle).
+- torchmetrics' `FrechetInceptionDistance`: the same FID only when it gets uint8 frames (`normalize=False`,
+  its default) and is built with `antialias=False`. Its default `antialias=True` resizes with torch's
+  antialiased bilinear instead of the TF1-compatible resize (12% apart on 448 px test frames), and float
+  input (`normalize=True`) is quantised with `(x * 255).byte()`, which truncates where we round (1.1% apart).
+  Tested in `tests/test_metrics_learned.py`.
+- torchmetrics' `InceptionScore` is not comparable: it always resizes with antialiasing, splits after an
+  unseeded `randperm` (a different number on every call) and reports the unbiased std over splits.
 
 The weights file (`weights-inception-2015-12-05-6726825d.pth`) comes from the weights resolver.
 """
