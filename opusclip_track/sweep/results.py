@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from .._text import format_table
 from ..config import redact_secrets
 from ._study import TPE_STARTUP_TRIALS, no_experimental_warnings
 from .config import Goal, SweepConfig
@@ -86,10 +87,7 @@ class SweepResult:
         header = ["", "trial", "state", self.metric, *names]
         rows = [["*" if t.number == self.best_number else "", str(t.number), t.state, _fmt(t.value),
                  *(_fmt(t.params.get(n, "")) for n in names)] for t in self.trials]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return format_table(header, rows)
 
     def format_importances(self) -> str | None:
         """`"parameter importances (fANOVA, 4 completed trials): lr 0.81, width 0.19"`, or None."""
