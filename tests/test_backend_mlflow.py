@@ -140,8 +140,8 @@ def test_everything_is_read_back_through_mlflow_client(where: str, tmp_path: Pat
                                                        request: pytest.FixtureRequest) -> None:
     commit = _git_commit(tmp_path)
     uri = request.getfixturevalue("server").url if where == "server" else None
-    cfg = _config(tmp_path, mlflow_tracking_uri=uri, group="ablation", tags=["baseline", "cpu"], notes="first try token=abc123",
-                  checkpoint_monitor="val/loss")
+    cfg = _config(tmp_path, mlflow_tracking_uri=uri, group="ablation", tags=["baseline", "cpu"],
+                  notes="first try token=abc123", checkpoint_monitor="val/loss")
     with AdvancedExperimentTracker(cfg) as tracker:
         _log_everything(tracker)
     assert RunStore(tracker.run_dir).meta()["backend_errors"] == {"mlflow": 0}
