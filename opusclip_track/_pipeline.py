@@ -134,11 +134,22 @@ def record_rows(r: Record) -> tuple[list[ScalarRow], EventRow | None]:
 # ---- the store, record by record when it must be --------------------------------------------------------
 @dataclass(slots=True)
 class _Unit:
-    """One record's share of a store transaction."""
+    """One record's share of a store transaction: its rows only (a held unit does not keep the record, and
+    with it a clip's encoded bytes, alive)."""
 
-    record: Record
+    record_id: int
+    kind: str
     scalars: list[ScalarRow]
     event: EventRow | None
+    config: dict[str, Any] | None = None  # a ConfigUpdate's entries
+    rewind: int | None = None  # a Rewind's step
+
+    @classmethod
+    def of(cls, record: Record) -> _Unit:
+        rows, event = record_rows(record)
+        return cls(id(record), type(record).__name__, rows, event,
+                   record.values if isinstance(record, ConfigUpdate) else None,
+                   record.step if isinstance(record, Rewind) else None)
 
     @property
     def rows(self) -> int:
@@ -183,14 +194,13 @@ class StoreWriter:
         rejected: set[int] = set()
         for record in records:
             try:
-                rows, event = record_rows(record)
-                units.append(_Unit(record, rows, event))
+                units.append(_Unit.of(record))
             except Exception as exc:
-                self._reject(record, exc)
+                self._reject(type(record).__name__, exc)
                 rejected.add(id(record))
         held_before = len(self.pending)
         held, failed = self._write(self.pending + units)
-        rejected.update(id(u.record) for u in failed)
+        rejected.update(u.record_id for u in failed)
         self._hold(held, held_before)
         return [r for r in records if id(r) not in rejected]
 
@@ -214,7 +224,7 @@ class StoreWriter:
         if not units:
             return [], []
         # A Rewind applies to what was logged before it: it opens a transaction of its own.
-        cut = next((i for i, u in enumerate(units) if i and isinstance(u.record, Rewind)), 0)
+        cut = next((i for i, u in enumerate(units) if i and u.rewind is not None), 0)
         if not cut:
             try:
                 self._transaction(units)
@@ -228,7 +238,7 @@ class StoreWriter:
                                       "still get them (reported once)", self.store.path, self.last_error)
                     return units, []
                 if len(units) == 1:
-                    self._reject(units[0].record, exc)
+                    self._reject(units[0].kind, exc)
                     return [], units
             cut = len(units) // 2  # bisect: only the records at fault are rejected
         held, rejected = self._write(units[:cut])
@@ -238,11 +248,9 @@ class StoreWriter:
         return held, rejected + more
 
     def _transaction(self, units: list[_Unit]) -> None:
-        first = units[0].record
         self.store.write([row for u in units for row in u.scalars],
                          [u.event for u in units if u.event is not None],
-                         config_updates=[u.record.values for u in units if isinstance(u.record, ConfigUpdate)],
-                         rewind=first.step if isinstance(first, Rewind) else None)
+                         config_updates=[u.config for u in units if u.config is not None], rewind=units[0].rewind)
 
     def _hold(self, held: list[_Unit], held_before: int) -> None:
         if held_before and not held:
@@ -261,12 +269,12 @@ class StoreWriter:
                               "drops are counted in the run's health)", drop)
         self.pending = held[drop:]
 
-    def _reject(self, record: Record, exc: Exception) -> None:
+    def _reject(self, kind: str, exc: Exception) -> None:
         self.rejected += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._report_once("reject", "opusclip-track: the local store cannot hold a %s record (%s); it was skipped, "
                           "the rest of its batch was written (later ones are counted in the run's health)",
-                          type(record).__name__, self.last_error)
+                          kind, self.last_error)
 
     def _report_once(self, kind: str, message: str, *args: Any) -> None:
         if kind not in self._reported:
