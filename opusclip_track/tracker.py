@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal, get_args
@@ -740,7 +740,8 @@ def _ints_fit(values: dict[str, Any]) -> bool:
     return True
 
 
-_consume = collections.deque(maxlen=0).extend  # runs an iterator to its end in C, keeping nothing
+# Runs an iterator to its end in C, keeping nothing.
+_consume: Callable[[Iterable[Any]], None] = collections.deque(maxlen=0).extend
 
 
 def _table_cell(value: Any) -> Any:
