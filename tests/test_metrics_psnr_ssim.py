@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +245,16 @@ def test_ssim_needs_frames_as_large_as_its_window() -> None:
     with pytest.raises(ValueError, match=r"at least 11x11 pixels.*received 8x32"):
         ssim(torch.zeros(2, 3, 8, 32), torch.zeros(2, 3, 8, 32))
     assert float(psnr(torch.zeros(2, 3, 8, 32), torch.full((2, 3, 8, 32), 0.1))) == pytest.approx(20.0)
+
+
+def test_the_readme_metrics_example_runs() -> None:
+    """The first Python block of the README's metrics section, executed as written ([-1, 1] data throughout)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Video-quality metrics"):readme.index("## Learned video metrics")]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), "README.md (metrics example)", "exec"), namespace)  # noqa: S102
+    scores = namespace["vm"].compute()  # type: ignore[attr-defined]
+    assert scores["video/ssim"] == pytest.approx(float(namespace["score"]), abs=1e-9)  # type: ignore[arg-type]
+    assert namespace["curve"].shape == (16,)  # type: ignore[attr-defined]
