@@ -119,6 +119,24 @@ def test_a_failed_trial_keeps_its_error_and_all_trials_failing_is_reported(tmp_p
     assert every.failure() == f"trial 0: {failed.error}"
 
 
+def test_a_failed_trials_run_ends_failed_and_a_pruned_trials_run_ends_normally(tmp_path: Path) -> None:
+    def objective(params: dict[str, Any], trial: TrialContext) -> float:
+        trial.report(1.0, 1)
+        if params["mode"] == "crash":
+            raise RuntimeError("diverged at step 1")
+        if params["mode"] == "pruned":
+            raise optuna.TrialPruned("stopped by the pruner")  # what TrialContext.report raises when pruned
+        return 0.5
+
+    result = run_sweep(grid("ends", mode=["good", "pruned", "crash"]), objective, root=tmp_path, tracking=NO_WANDB,
+                       plot=False)
+    trials = {t.params["mode"]: t for t in result.trials}
+    assert {m: t.state for m, t in trials.items()} == {"good": "COMPLETE", "pruned": "PRUNED", "crash": "FAIL"}
+    meta = {m: RunStore(tmp_path / "ends" / str(t.run_name)).meta() for m, t in trials.items()}
+    assert meta["crash"]["status"] == "failed" and "diverged at step 1" in str(meta["crash"].get("error"))
+    assert meta["pruned"]["status"] == "finished" and meta["good"]["status"] == "finished"
+
+
 def test_failure_is_none_when_this_call_ran_nothing() -> None:
     empty = SweepResult(name="x", metric="m", goal="minimize", best_params=None, best_value=None,
                         best_number=None, trials=[], storage="")
