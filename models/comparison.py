@@ -1,8 +1,9 @@
 """Train several example models with the same data, seeds and budget, and log their comparison.
 
-Each (model, seed) is its own tracked run in one group, with its hyperparameters and final metrics in
-TensorBoard's HParams view; a `<group>-summary` run logs the comparison (`<ModelName>/val_loss`,
-`<ModelName>/training_time`, ..., a table and a bar chart). Used by `scripts/compare_models.py`.
+Each (model, seed) is its own tracked run in one group, with its hyperparameters (logged once, by `train`)
+beside its metrics in TensorBoard's HParams view and W&B's runs table; a `<group>-summary` run logs the
+comparison (`<ModelName>/val_loss`, `<ModelName>/training_time`, ..., a table and a bar chart). Used by
+`scripts/compare_models.py`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ComparisonConfig:
     log_dir: str = "runs"
     checkpoint_dir: str = "checkpoints"
     use_wandb: bool = True
+    progress: bool = True  # a progress bar per run on stderr, labelled with the model and seed
 
 
 def compare_models(cfg: ComparisonConfig,
@@ -43,6 +45,7 @@ def compare_models(cfg: ComparisonConfig,
         on_run: called after each run with (model class name, seed, its results), e.g. for a progress line.
     """
     group = cfg.group or f"{cfg.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    label_width = max(len(MODELS[name][1].__name__) for name in cfg.models)
     results: dict[str, list[dict[str, float]]] = {}
     for model_name in cfg.models:
         class_name = MODELS[model_name][1].__name__  # VideoGenerationModel, TransformerModel
@@ -53,15 +56,13 @@ def compare_models(cfg: ComparisonConfig,
                                       checkpoint_dir=cfg.checkpoint_dir, use_wandb=cfg.use_wandb,
                                       tags=["compare", model_name], checkpoint_monitor="val/loss")
             model = build_model_for(train_cfg)
+            # `train` logs the hyperparameters (model, seed, lr, batch_size, total_steps, ...) once; TensorBoard's
+            # HParams view and W&B's runs table put them beside the run's last `val/loss`, `video/*`, ... values.
+            label = f"{class_name:<{label_width}} seed {seed}"
             with AdvancedExperimentTracker(tracking) as tracker:
-                run = train(model, train_cfg, tracker)
+                run = train(model, train_cfg, tracker, progress=label if cfg.progress else False)
                 run = {**run, "val_loss": run["val/loss"], "training_time": run["train_time_s"],
                        "num_parameters": float(model.num_parameters())}
-                # The HParams view: this run's settings beside its final metrics, across the group.
-                tracker.log_hyperparameters(
-                    {"model": class_name, "seed": seed, "lr": train_cfg.lr, "batch_size": train_cfg.batch_size,
-                     "steps": int(run["steps"])},  # the steps it ran (max_steps may be None: never record 0)
-                    metrics={"val/loss": run["val/loss"], "video/psnr": run.get("video/psnr", float("nan"))})
             results.setdefault(class_name, []).append(run)
             if on_run is not None:
                 on_run(class_name, seed, run)

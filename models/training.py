@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import math
 import random
 import re
@@ -32,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from models import FramePredictor, ModelName, build_model
+from models import MODELS, FramePredictor, ModelName, build_model
 from opusclip_track.checkpoint import CheckpointNotFoundError
 from opusclip_track.config import SEED_API_FIELDS, TrackingConfig
 from opusclip_track.data import Background, SyntheticVideoDataset
@@ -104,6 +105,9 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"TrainConfig.{name}: expected a finite number >= 0, received {value!r}")
         self.metrics = check_metric_names(self.metrics, name="TrainConfig.metrics")
+        if self.model not in MODELS:
+            raise ValueError(f"TrainConfig.model: expected one of {sorted(MODELS)}, received {self.model!r}")
+        _parse_device(self.device, "TrainConfig.device")
 
     @classmethod
     def resolve_aliases(cls, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,7 +122,10 @@ class TrainConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in data if k not in fields and k not in cls.ALIASES)
         if unknown:
-            raise ValueError(f"TrainConfig: unknown setting(s) {unknown}; expected some of {sorted(fields)} "
+            known = sorted(fields) + sorted(cls.ALIASES)
+            guesses = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+            hint = "".join(f"; {k!r}: did you mean {g[0]!r}?" for k, g in guesses.items() if g)
+            raise ValueError(f"TrainConfig: unknown setting(s) {unknown}{hint}; expected some of {sorted(fields)} "
                              f"or the aliases {sorted(cls.ALIASES)}")
         out: dict[str, Any] = {}
         for key, value in data.items():
@@ -265,7 +272,7 @@ def describe_skipped(skipped: dict[str, str]) -> str:
 
 def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTracker, *,
           train_data: Dataset[Tensor] | None = None, val_data: Dataset[Tensor] | None = None,
-          checkpoints: bool = True, progress: bool = False) -> dict[str, float]:
+          checkpoints: bool = True, progress: bool | str = False) -> dict[str, float]:
     """Train `model` by `cfg`, logging to `tracker`; returns the final evaluation and training numbers.
 
     Args:
@@ -280,7 +287,8 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
             default: synthetic bouncing shapes of `train_clips` / `val_clips` clips (different seeds).
         checkpoints: Save a checkpoint at every evaluation after the start (the tracker's manager keeps
             the best by its `checkpoint_monitor`, e.g. `val/loss`).
-        progress: Show a progress bar over the training steps (with the last evaluation's numbers).
+        progress: Show a progress bar over the training steps (with the last evaluation's numbers) on stderr;
+            a string labels the bar (default label: "train").
 
     Returns:
         The last evaluation (`val/loss`, `video/psnr`, ...), `train/loss` (mean over the last `log_every`
@@ -288,7 +296,7 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     """
     _check_model_matches(model, cfg)
     _seed_everything(cfg.seed)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     _check_tracking_agrees(cfg, tracker.config, device, checkpoints)
     model.to(device)
     train_data = train_data if train_data is not None else _synthetic(cfg, cfg.train_clips, cfg.seed)
@@ -333,8 +341,8 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     logged_loss = torch.tensor(math.nan)
     step, start = start_step, time.perf_counter()
     model.train()
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start_step, desc=progress if isinstance(progress, str) else "train",
+               unit="step", disable=not progress, dynamic_ncols=True)
     meter = ThroughputMeter(window=cfg.log_every)  # perf/samples_per_s, perf/frames_per_s, perf/step_time_s
     meter.reset()
     for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
@@ -449,15 +457,31 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA too
 
 
-def _resolve_device(name: str, field_name: str = "TrainConfig.device") -> torch.device:
+def _parse_device(name: str, field_name: str) -> torch.device | None:
+    """The device `name` means (None for "auto"), without asking whether it is here."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
+        return torch.device(name)
+    except (RuntimeError, TypeError) as err:
         raise ValueError(f"{field_name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {name!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{field_name}: expected an available device, received {name!r} (no CUDA here)")
+
+
+def resolve_device(name: str, field_name: str = "TrainConfig.device") -> torch.device:
+    """The torch device `name` ("auto": CUDA when available, else CPU) names, if this machine has it.
+
+    Raises:
+        ValueError: naming `field_name`, for a malformed name or a CUDA device this machine does not have.
+    """
+    device = _parse_device(name, field_name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            here = f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+            raise ValueError(f"{field_name}: expected an available device, received {name!r} (torch finds "
+                             f"{here}; 'auto' uses CUDA when there is one, else the CPU)")
     return device
 
 
@@ -537,7 +561,7 @@ def _check_tracking_agrees(cfg: TrainConfig, tracking: TrackingConfig, device: t
     for name, value in tracking_settings(tracking).items():
         used = getattr(cfg, name)
         if name == "device":
-            agrees = _same_device(_resolve_device(value, "TrackingConfig.device"), device)
+            agrees = _same_device(resolve_device(value, "TrackingConfig.device"), device)
         elif name == "eval_every" and not checkpoints:
             raise ValueError(f"TrackingConfig.save_frequency={value!r}: expected None, since train(..., "
                              f"checkpoints=False) saves no checkpoint")

@@ -6,16 +6,24 @@ TensorBoard text), a bar chart and the HParams view, and the table is printed.
 
     python scripts/compare_models.py                      # both models, seed 0, ~3 minutes on 2 CPU cores
     python scripts/compare_models.py --seeds 0 1 2        # mean and standard deviation over seeds
+
+Each run shows a progress bar on stderr while it trains. Run it from a checkout: the example models live in
+the repository's `models/`, not in the installed package.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from models.comparison import ComparisonConfig, compare_models
-from models.training import TrainConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `models` (not installed) from this checkout
+
+from models import MODELS  # noqa: E402
+from models.comparison import ComparisonConfig, compare_models  # noqa: E402
+from models.training import TrainConfig, resolve_device  # noqa: E402
 
 
 @dataclass
@@ -33,10 +41,10 @@ class Args:
     no_wandb: bool = False
 
 
-def parse_args() -> Args:
+def parse_args(argv: list[str] | None = None) -> Args:
     defaults = Args()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=defaults.models, choices=["video_generation", "transformer"])
+    parser.add_argument("--models", nargs="+", default=defaults.models, choices=sorted(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=defaults.seeds)
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -47,13 +55,18 @@ def parse_args() -> Args:
     parser.add_argument("--log-dir", default=defaults.log_dir)
     parser.add_argument("--checkpoint-dir", default=defaults.checkpoint_dir)
     parser.add_argument("--no-wandb", action="store_true")
-    return Args(**{f.name: getattr(parser.parse_args(), f.name) for f in dataclasses.fields(Args)})
+    namespace = parser.parse_args(argv)
+    return Args(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(Args)})
 
 
-def main() -> None:
-    args = parse_args()
-    train = TrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, image_size=args.image_size,
-                        eval_every=args.eval_every, device=args.device, metrics=("psnr", "ssim", "flicker"))
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:  # a bad setting or a device this machine lacks: one line, before any run starts
+        train = TrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, image_size=args.image_size,
+                            eval_every=args.eval_every, device=args.device, metrics=("psnr", "ssim", "flicker"))
+        resolve_device(train.device, "--device")
+    except ValueError as error:
+        raise SystemExit(f"compare_models: {error}") from error
     config = ComparisonConfig(models=args.models, seeds=args.seeds, train=train, group=args.group,
                               log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir, use_wandb=not args.no_wandb)
     comparison = compare_models(config, on_run=lambda model, seed, run: print(

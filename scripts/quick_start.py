@@ -5,22 +5,30 @@ logs to `runs/` (TensorBoard, and W&B offline unless an API key is set): losses,
 norm, PSNR/SSIM/flicker, sample clips, system load and hyperparameters; checkpoints go to `checkpoints/`.
 
     python scripts/quick_start.py                          # the defaults below
-    python scripts/quick_start.py --model transformer --steps 1000 --device cuda
+    python scripts/quick_start.py --model transformer --max-steps 1000 --device cuda
     python scripts/quick_start.py --config my_run.yaml     # YAML with `tracking:` and `train:` sections
+
+Run it from a checkout: the example models live in the repository's `models/`, not in the installed package.
+A bad setting (a misspelled `train:` key, a device this machine lacks, an unreadable config file) stops it
+with one line naming the setting, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from models.training import TrainConfig, build_model_for, tracking_settings, train
-from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `models` (not installed) from this checkout
+
+from models import MODELS  # noqa: E402
+from models.training import TrainConfig, build_model_for, resolve_device, tracking_settings, train  # noqa: E402
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig  # noqa: E402
 
 
 @dataclass
@@ -47,21 +55,54 @@ def parse_args(argv: list[str] | None = None) -> Args:
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             parser.add_argument(flag, action="store_true", help="TensorBoard only, no W&B")
+        elif f.name == "model":
+            parser.add_argument(flag, choices=sorted(MODELS), default=f.default, help=f"default: {f.default}")
         else:
             kind = int if f.type == "int" else str
             parser.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
-    parser.set_defaults(model="video_generation")
-    namespace = parser.parse_args(argv)
-    if namespace.model not in ("video_generation", "transformer"):
-        parser.error(f"--model: expected video_generation or transformer, received {namespace.model!r}")
-    return Args(**vars(namespace))
+    return Args(**vars(parser.parse_args(argv)))
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `tracking:` and `train:` sections of the YAML file `path` (empty when absent).
+
+    Raises:
+        SystemExit: one line naming the file and what is wrong with it (unreadable, not YAML, not a mapping,
+            an unknown section, a section that is not a mapping).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise SystemExit(f"--config: expected a readable YAML file, received {path!r} ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SystemExit(f"--config: expected valid YAML in {path!r}, received {problem}{where}") from error
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"--config: expected a mapping with sections 'tracking' and 'train' in {path!r}, "
+                         f"received a {type(data).__name__}")
+    unknown = sorted(str(k) for k in set(data) - {"tracking", "train"})
+    if unknown:
+        raise SystemExit(f"--config: expected sections 'tracking' and 'train' in {path!r}, received {unknown}")
+    sections = []
+    for name in ("tracking", "train"):
+        section = data.get(name) or {}
+        if not isinstance(section, dict):
+            raise SystemExit(f"--config: expected section {name!r} of {path!r} to be a mapping of settings, "
+                             f"received a {type(section).__name__}")
+        sections.append(section)
+    return sections[0], sections[1]
 
 
 def build_configs(args: Args) -> tuple[TrackingConfig, TrainConfig]:
     """Flags, overridden by the YAML file's `tracking:` and `train:` sections when `--config` is given.
 
     A recipe field set in `tracking:` (`learning_rate`, `batch_size`, `max_epochs`, `device`, ...) is what the
-    run uses; `train:` giving the same setting another value is an error (`SystemExit` naming both).
+    run uses; `train:` giving the same setting another value is an error (`SystemExit` naming both), as is
+    any bad setting or a device this machine does not have: all before a run is created.
     """
     tracking: dict[str, Any] = {"experiment_name": args.experiment_name, "use_wandb": not args.no_wandb,
                                 "log_dir": args.log_dir, "checkpoint_dir": args.checkpoint_dir,
@@ -72,21 +113,22 @@ def build_configs(args: Args) -> tuple[TrackingConfig, TrainConfig]:
                                 "metrics": ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")}
     train_section: dict[str, Any] = {}
     if args.config:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-        unknown = sorted(set(data) - {"tracking", "train"})
-        if unknown:
-            raise SystemExit(f"--config: expected sections 'tracking' and 'train', received {unknown}")
-        tracking.update(data.get("tracking") or {})
-        train_section = data.get("train") or {}
+        tracking_section, train_section = read_config_file(args.config)
+        tracking.update(tracking_section)
+        try:
+            train_section = TrainConfig.resolve_aliases(train_section)
+        except ValueError as error:  # a misspelled key: the message lists the valid names
+            raise SystemExit(f"--config: section 'train' of {args.config!r}: {error}") from error
     try:
-        train_section = TrainConfig.resolve_aliases(train_section)
         tracking.setdefault("seed", train_section.get("seed", 0))
         tracking_config = TrackingConfig.from_dict(tracking)
         # The YAML's tracking section beats the flags, as its train section does.
         flags = {k: v for k, v in training.items() if k not in tracking_settings(tracking_config)}
-        return tracking_config, TrainConfig.from_dict({**flags, **train_section}, tracking=tracking_config)
+        train_config = TrainConfig.from_dict({**flags, **train_section}, tracking=tracking_config)
+        resolve_device(train_config.device, "device")  # here, before a run directory is made for nothing
     except (TypeError, ValueError) as error:  # a bad setting: one line naming it, not a traceback
         raise SystemExit(f"quick_start: {error}") from error
+    return tracking_config, train_config
 
 
 def report(tracker: AdvancedExperimentTracker, results: dict[str, float]) -> str:
@@ -107,9 +149,10 @@ def report(tracker: AdvancedExperimentTracker, results: dict[str, float]) -> str
         "\nlook at it:",
         f"  tensorboard --logdir={tracker.config.log_dir}",
     ]
+    # A resumed run has one offline folder per session; `wandb sync` uploads them in start order.
     offline = sorted((tracker.run_dir / "wandb").glob("offline-run-*"))
     if offline:
-        lines.append(f"  wandb sync {offline[-1]}")
+        lines.append(f"  wandb sync {' '.join(str(path) for path in offline)}")
     lines.append(f"  opusclip-track runs --log-dir {tracker.config.log_dir} show {tracker.run_name}")
     store.close()
     return "\n".join(lines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from _readers import tensorboard_accumulator
 from opusclip_track import RunStore, list_runs
@@ -20,12 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--max-steps", "4", "--eval-every", "2", "--image-size", "32", "--batch-size", "2"]
 
 
-def run_script(name: str, *args: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a script as a user does from any folder (it finds the example models of its checkout itself)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return proc
 
 
 def load_script(name: str) -> ModuleType:
@@ -55,10 +59,35 @@ def test_quick_start_uses_the_recipe_fields_of_its_tracking_section(tmp_path: Pa
     assert (defaults.lr, defaults.batch_size, defaults.epochs) == (2e-3, 8, 4)  # the flags' defaults
 
 
+def documented_commands(script: str) -> list[list[str]]:
+    """The arguments of every `scripts/<script>` command in its own docstring and in the README's code."""
+    text = load_script(script).__doc__ + "\n".join(re.findall(r"```(?:bash)?\n(.*?)```", (REPO / "README.md")
+                                                               .read_text(), flags=re.S))
+    commands = []
+    for line in (line for line in text.splitlines() if f"scripts/{script}" in line):
+        words = shlex.split(line, comments=True)
+        for i, word in enumerate(words):
+            if word.endswith(f"scripts/{script}"):
+                rest = words[i + 1:]
+                commands.append(rest[:rest.index("&&")] if "&&" in rest else rest)
+    return commands
+
+
+@pytest.mark.parametrize("script", ["quick_start.py", "compare_models.py"])
+def test_every_documented_command_line_of_a_script_is_one_it_accepts(script: str) -> None:
+    """quick_start's --help showed `--steps 1000`, which its parser rejects."""
+    commands = documented_commands(script)
+    assert len(commands) >= 2  # the docstring's examples and the README's
+    module = load_script(script)
+    for args in commands:
+        module.parse_args(args)  # argparse exits (SystemExit 2) on a flag it does not know
+
+
 @pytest.mark.slow
-def test_quick_start_logs_losses_metrics_samples_system_and_a_loadable_best_checkpoint(tmp_path: Path) -> None:
+def test_quick_start_logs_losses_metrics_samples_system_a_loadable_best_checkpoint_and_resumes(
+        tmp_path: Path) -> None:
     (tmp_path / "run.yaml").write_text("tracking: {learning_rate: 0.01}\ntrain: {log_every: 1}\n")
-    out = run_script("quick_start.py", *TINY, "--config", "run.yaml", cwd=tmp_path)
+    out = run_script("quick_start.py", *TINY, "--config", "run.yaml", cwd=tmp_path).stdout
     (run_dir,) = list_runs(tmp_path / "runs")
     assert "tensorboard --logdir=runs" in out and "wandb sync runs/" in out
     acc = tensorboard_accumulator(run_dir)
@@ -79,10 +108,26 @@ def test_quick_start_logs_losses_metrics_samples_system_and_a_loadable_best_chec
     best = manager.load("best")  # verifies sha256, weights_only=True
     assert best.step in (2, 4) and "val/loss" in best.metrics
 
+    # Resumed: the W&B run now has one offline folder per session, and the printed command names them all
+    # (it used to name only the newest, so `wandb sync` uploaded steps 5-6 and lost 0-4).
+    (tmp_path / "run.yaml").write_text("tracking: {learning_rate: 0.01, resume: true}\n"
+                                       "train: {log_every: 1, resume: true}\n")
+    out = run_script("quick_start.py", *TINY, "--max-steps", "6", "--config", "run.yaml", cwd=tmp_path).stdout
+    assert list_runs(tmp_path / "runs") == [run_dir]
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2
+    (sync,) = [line.split() for line in out.splitlines() if line.strip().startswith("wandb sync")]
+    assert sorted(tmp_path / path for path in sync[2:]) == offline
+
 
 @pytest.mark.slow
 def test_compare_models_trains_both_and_logs_the_comparison(tmp_path: Path) -> None:
-    out = run_script("compare_models.py", *TINY, "--no-wandb", "--group", "cmp", cwd=tmp_path)
+    proc = run_script("compare_models.py", *TINY, "--no-wandb", "--group", "cmp", cwd=tmp_path)
+    out = proc.stdout
+    # One progress bar per run on stderr (tqdm draws it there even when stderr is a pipe), none on stdout.
+    for model in ("VideoGenerationModel", "TransformerModel"):
+        assert re.search(model + r" +seed 0: 100%.*\| 4/4 ", proc.stderr), proc.stderr[-2000:]
+    assert "4/4" not in out
     assert "VideoGenerationModel" in out and "TransformerModel" in out and "±" in out
     runs = {p.name: p for p in list_runs(tmp_path / "runs")}
     assert set(runs) == {"cmp-video_generation-seed0", "cmp-transformer-seed0", "cmp-summary"}
@@ -94,8 +139,15 @@ def test_compare_models_trains_both_and_logs_the_comparison(tmp_path: Path) -> N
     assert "comparison/bar_chart" in summary.Tags()["images"]
     table = summary.Tensors("comparison/table")[0].tensor_proto.string_val[0].decode()
     assert "VideoGenerationModel" in table and "TransformerModel" in table
-    for name in ("cmp-video_generation-seed0", "cmp-transformer-seed0"):
+    for model, name in (("video_generation", "cmp-video_generation-seed0"), ("transformer", "cmp-transformer-seed0")):
         hp = tensorboard_accumulator(runs[name]).PluginTagToContent("hparams")
-        assert "_hparams_/session_start_info" in hp
+        start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
+        hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+        assert (hparams["model"], hparams["seed"], hparams["batch_size"], hparams["total_steps"]) == (model, 0, 2, 4)
+        # Logged once per run (by train), and its metrics not a second time beside them.
+        store = RunStore(runs[name])
+        assert len(store.events("hparams")) == 1
+        steps = [step for step, _, _ in store.history("val/loss")]
+        assert steps == [0, 2, 4]
     assert RunStore(runs["cmp-transformer-seed0"]).config()["group"] == "cmp"
     assert torch.isfinite(torch.tensor(RunStore(runs["cmp-summary"]).last("TransformerModel/val_loss")[1]))
