@@ -78,12 +78,16 @@ class RunStore:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = _acquire_lock(self.path.parent)
-            _make_reserve(self.path.parent / RESERVE_NAME)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-            self._inode = os.stat(self.path).st_ino
+            try:
+                _make_reserve(self.path.parent / RESERVE_NAME)
+                self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                self._inode = os.stat(self.path).st_ino
+            except BaseException:
+                self._lock.close()  # a store that could not be opened does not keep the run locked
+                raise
         else:
             if not self.path.exists():
                 raise FileNotFoundError(f"run store: expected {self.path} to exist (is it a run directory "

@@ -183,11 +183,12 @@ def sigkill_trials(runs_dir: Path, script: Path, *, trials: int, interval_s: flo
 def test_sigkill_loses_only_records_younger_than_the_flush_interval_plus_one_batch(runs_dir: Path,
                                                                                    tmp_path: Path) -> None:
     """README: a SIGKILL loses at most the records logged in the last `flush_interval_s` plus the worker's
-    time for one batch (`health["slowest_batch_s"]`, read in the child just before the kill), give or take
-    the wake-up latency of a thread on a loaded machine (0.1 s allowed here)."""
+    time for one batch (`health["slowest_batch_s"]`, read in the child just before the kill, so the batch in
+    flight at the kill is not in it), give or take the wake-up latency of a thread on a loaded machine: 0.2 s
+    are allowed for both."""
     interval = 0.25
     results = sigkill_trials(runs_dir, tmp_path / "trials.py", trials=6, interval_s=interval)
     assert all(r["logged"] > 100 for r in results)
     assert sum(r["lost"] for r in results) > 0, "the kills do land while records are in flight"
     for r in results:
-        assert r["oldest_lost_s"] <= interval + r["slowest_batch_s"] + 0.1, results
+        assert r["oldest_lost_s"] <= interval + r["slowest_batch_s"] + 0.2, results
