@@ -179,10 +179,11 @@ def generate_run_name(prefix: str = "") -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     words = f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}"
     name = f"{words}-{stamp}-{secrets.token_hex(2)}"
-    return f"{_slug(prefix)}-{name}" if prefix else name
+    return f"{slug(prefix)}-{name}" if prefix else name
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """`text` as a safe run or file name: letters, digits, `_`, `.`, `-`; other runs of characters become `-`."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
@@ -302,7 +303,7 @@ class TrackingConfig:
         modes = typing.get_args(WandbMode)
         if self.wandb_mode not in modes:
             raise ValueError(f"TrackingConfig.wandb_mode: expected one of {modes}, received {self.wandb_mode!r}")
-        if self.run_name is not None and (not self.run_name or _slug(self.run_name) != self.run_name):
+        if self.run_name is not None and (not self.run_name or slug(self.run_name) != self.run_name):
             raise ValueError("TrackingConfig.run_name: expected letters, digits, '_', '.', '-' only, "
                              f"received {self.run_name!r}")
 

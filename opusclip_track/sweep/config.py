@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args
 
 from .._checks import argument_error, is_int, is_number
-from ..config import _slug
+from ..config import slug
 
 Method = Literal["grid", "random", "bayes"]
 Goal = Literal["minimize", "maximize"]
@@ -238,7 +238,7 @@ def _parse_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise argument_error("name", "a non-empty string", name)
     # The name names a file, an Optuna study and run names, so it is slugged like run names are.
-    return _slug(name)
+    return slug(name)
 
 
 def _parse_run_cap(value: Any) -> int | None:
