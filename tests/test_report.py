@@ -21,7 +21,7 @@ import pytest
 from _report_runs import FAILED, FRAMES, GROUPS, SEEDS, STEPS, run_name, write_runs
 
 from opusclip_track import RunStore
-from opusclip_track.report import build_report, minmax_downsample
+from opusclip_track.report import build_report, minmax_downsample, svg
 from opusclip_track.report import clips as report_clips
 from opusclip_track.report.cli import add_report_parser
 from opusclip_track.report.data import RunData, group_runs
@@ -261,7 +261,6 @@ def test_a_spike_in_a_long_run_is_drawn_and_its_nan_marked(tmp_path: Path) -> No
     points = np.array([[float(v) for v in p.split(",")] for p in raw.split("L")])
     assert len(points) <= 1002
     top = points[points[:, 1].argmin()]  # the highest point on screen (SVG y grows downwards)
-    left, width = 58, 560 - 58 - 12
-    assert top[0] == pytest.approx(left + 12_345 / 19_999 * width, abs=0.1)
-    assert top[1] == pytest.approx(10, abs=8)  # at the top of the plot area
+    assert top[0] == pytest.approx(svg.LEFT + 12_345 / 19_999 * (svg.WIDTH - svg.LEFT - svg.RIGHT), abs=0.1)
+    assert top[1] == pytest.approx(svg.TOP, abs=8)  # at the top of the plot area
     assert chart.count('<path class="nonfinite"') == 1 and "NaN or inf near here" in chart

@@ -1,6 +1,6 @@
 """The page's stylesheet and script, inlined into every report (no network, no CDN).
 
-The script does three things in about 60 lines: the smoothing and log-scale checkboxes (one CSS class on
+The script does three things in under 50 lines: the smoothing and log-scale checkboxes (one CSS class on
 `<body>` each), and the lock-step clip player: one play/pause, frame stepping and a frame slider drive every
 clip of a gallery through the same frame index. Clips never play on their own clocks; each tick seeks every
 clip to the middle of frame k and the next tick waits until all of them have finished seeking, so two clips
@@ -23,7 +23,8 @@ var(--line); padding-bottom: 4px; } h3 { font-size: 14px; margin: 16px 0 6px; }
 nav a { margin-right: 12px; color: #0969da; text-decoration: none; font-size: 13px; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px 4px 0; text-align: left; vertical-align: top; }
-th { color: var(--muted); font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { color: var(--muted); font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; } td.num { white-space: nowrap; }
 .scroll { overflow-x: auto; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
 .badge { padding: 1px 7px; border-radius: 10px; font-size: 12px; background: var(--soft); border: 1px solid
@@ -41,7 +42,7 @@ var(--line); } .badge.failed, .badge.unreadable { background: #ffebe9; border-co
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 10px 18px; }
 figure.chart { margin: 0; } figure.chart svg { width: 100%; height: auto; display: block; }
 figcaption { font-size: 13px; margin-bottom: 2px; }
-svg text { font-size: 10.5px; fill: var(--muted); } svg text.label { font-size: 11px; }
+svg text { font-size: 12.5px; fill: var(--muted); } svg text.label { font-size: 12.5px; }
 svg .axis line { stroke: #8c959f; stroke-width: 1; } svg line.grid { stroke: #eaeef2; }
 svg path.raw, svg path.smooth { fill: none; stroke-width: 1.6; stroke-linejoin: round; }
 svg path.raw { opacity: 0.28; } svg path.raw.exact { opacity: 1; }
@@ -52,8 +53,8 @@ body.logy figure.chart[data-log="1"] .scale-lin { display: none; }
 .gallery { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; margin: 8px 0 16px; }
 .gallery .clips { display: flex; flex-wrap: wrap; gap: 14px; margin-top: 8px; }
 .gallery figure { margin: 0; text-align: center; font-size: 12px; }
-.gallery video { display: block; height: 240px; max-width: 100%; image-rendering: pixelated; background: #000; }
-.gallery .missing { height: 240px; width: 160px; display: flex; align-items: center; justify-content: center;
+.gallery video { display: block; height: 200px; max-width: 100%; image-rendering: pixelated; background: #000; }
+.gallery .missing { height: 200px; width: 160px; display: flex; align-items: center; justify-content: center;
                     background: var(--soft); color: var(--muted); padding: 8px; }
 .player button { font: inherit; padding: 2px 10px; margin-right: 4px; }
 .player input[type=range] { width: 320px; vertical-align: middle; }

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from opusclip_track.report.clips import Clip, MediaMode, choose_clips, place_clips
-from opusclip_track.report.data import DEFAULT_KEYS, RunData, group_runs, load_run, match_keys, resolve_runs
+from opusclip_track.report.data import (
+    DEFAULT_KEYS,
+    RunData,
+    common_prefix,
+    group_runs,
+    load_run,
+    match_keys,
+    resolve_runs,
+)
 from opusclip_track.report.stats import (
     Comparison,
     Direction,
@@ -68,6 +76,7 @@ class Report:
     groups: dict[str, list[RunData]]
     metrics: dict[str, MetricStats]
     galleries: dict[str, list[Clip]] = field(default_factory=dict)
+    prefix: str = ""  # the run names' common prefix, left out where the page names a run
     media_mode: str = "embed"
     smoothing: float = 0.6
     buckets: int = 500
@@ -113,7 +122,8 @@ def collect(patterns: Sequence[str], *, keys: Sequence[str] | None = None, group
     group_key, groups = group_runs([r for r in runs if r.unreadable is None], group_by)
     colors = {r.name: PALETTE[i % len(PALETTE)] for i, r in enumerate(runs)}
     return Report(title=title or _title(runs), runs=runs, colors=colors, keys=present, group_key=group_key,
-                  groups=groups, metrics=statistics(groups, present, confidence), confidence=confidence)
+                  groups=groups, metrics=statistics(groups, present, confidence), confidence=confidence,
+                  prefix=common_prefix([r.name for r in runs]))
 
 
 def _title(runs: Sequence[RunData]) -> str:

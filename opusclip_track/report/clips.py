@@ -46,8 +46,8 @@ class Clip:
 
 
 def choose_clips(runs: Sequence[RunData], step: int | None = None) -> dict[str, list[Clip]]:
-    """For each clip name, one clip per run: at `step` when given, else at the last step every run that
-    logged this name has a clip for (each run's last clip when they share none)."""
+    """For each clip name, one clip per run that logged it: at `step` when given, else at the last step every
+    run that logged this name has a clip for (each run's last clip when they share none)."""
     names = list(dict.fromkeys(v["name"] for run in runs for v in run.videos))
     galleries: dict[str, list[Clip]] = {}
     for name in names:
@@ -58,6 +58,8 @@ def choose_clips(runs: Sequence[RunData], step: int | None = None) -> dict[str, 
         clips = []
         for run in runs:
             steps = by_run[run.name]
+            if not steps:
+                continue  # this run never logged such a clip (a summary run, say)
             event = steps.get(chosen) if chosen is not None else (steps[max(steps)] if steps else None)
             clips.append(_clip(run, name, event, chosen))
         galleries[name] = clips

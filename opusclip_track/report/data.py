@@ -11,6 +11,7 @@ import fnmatch
 import glob
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ import numpy as np
 from opusclip_track.store import DB_NAME, RunStore, list_runs
 
 __all__ = [
-    "DEFAULT_KEYS", "GROUP_CANDIDATES", "PerFrameTable", "RunData", "flatten", "group_runs", "load_run",
-    "match_keys", "resolve_runs",
+    "DEFAULT_KEYS", "GROUP_CANDIDATES", "PerFrameTable", "RunData", "common_prefix", "flatten", "group_runs",
+    "load_run", "match_keys", "resolve_runs",
 ]
 
 # Curves and statistics when --keys is not given: the losses and every video-quality metric.
@@ -115,6 +116,18 @@ def match_keys(available: Iterable[str], wanted: Sequence[str]) -> list[str]:
             if key in available and fnmatch.fnmatchcase(key, pattern):
                 chosen.setdefault(key, None)
     return list(chosen)
+
+
+def common_prefix(names: Sequence[str]) -> str:
+    """The prefix all `names` share, cut after its last separator (`-`, `_`, `.`, `/`), so the rest of each name
+    is what tells the runs apart: `cmp-2026-unet-seed0`, `cmp-2026-vit-seed1` -> `cmp-2026-`. Empty when it
+    would leave a name empty or there are fewer than two names."""
+    if len(names) < 2:
+        return ""
+    shared = os.path.commonprefix(list(names))
+    cut = max(shared.rfind(c) for c in "-_./") + 1
+    prefix = shared[:cut]
+    return prefix if all(len(n) > len(prefix) for n in names) else ""
 
 
 def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -72,13 +72,23 @@ def _swatch(report: Report, run: str) -> str:
     return f'<span class="swatch" style="background:{report.colors.get(run, "#888")}"></span>'
 
 
+def _short(report: Report, run: str) -> str:
+    """The run's name without the prefix every run shares (shown once, in the header)."""
+    return run.removeprefix(report.prefix)
+
+
+def _run(report: Report, run: str) -> str:
+    """A run's colour and short name, the full name on hover."""
+    return f'{_swatch(report, run)}<span title="{_e(run)}">{_e(_short(report, run))}</span>'
+
+
 def _table(head: Sequence[str], rows: Iterable[str], css: str = "") -> str:
     cells = "".join(f'<th{" class=num" if h.startswith("#") else ""}>{_e(h.lstrip("#"))}</th>' for h in head)
     return (f'<div class="scroll"><table class="{css}"><thead><tr>{cells}</tr></thead><tbody>'
             f'{"".join(rows)}</tbody></table></div>')
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _value(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if len(text) <= limit:
         return _e(text)
@@ -90,6 +100,9 @@ def _header(report: Report) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(report.generated_at))
     groups = ", ".join(f"{_e(g)} ({len(rs)})" for g, rs in report.groups.items())
     command = f'<div class="sub">made by <code>{_e(report.command)}</code></div>' if report.command else ""
+    if report.prefix:
+        command += (f'<div class="sub">run names below leave out their common prefix <code>{_e(report.prefix)}'
+                    "</code></div>")
     nav = "".join(f'<a href="#{anchor}">{name}</a>' for anchor, name in (
         ("runs", "Runs"), ("config", "Config diff"), ("curves", "Learning curves"), ("per-frame", "Per-frame quality"),
         ("clips", "Clips"), ("statistics", "Statistics"), ("system", "System load")))
@@ -109,14 +122,14 @@ def _alerts(report: Report) -> str:
         level = str(data.get("level") or "warn")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(alert["wall_time"]))
         step = f", step {alert['step']}" if alert["step"] is not None else ""
-        items.append(f'<div class="alert {_e(level)}" data-run="{_e(run.name)}">{_swatch(report, run.name)}'
-                     f"<b>{_e(data.get('title', 'alert'))}</b> &middot; {_e(run.name)}{step} &middot; {when} "
+        items.append(f'<div class="alert {_e(level)}" data-run="{_e(run.name)}">'
+                     f"<b>{_e(data.get('title', 'alert'))}</b> &middot; {_run(report, run.name)}{step} &middot; {when} "
                      f"&middot; {_e(level)}<br>{_e(data.get('text', ''))}</div>")
     if len(alerts) > _MAX_ALERTS:
         items.append(f'<div class="note">{len(alerts) - _MAX_ALERTS} more alerts in the runs\' stores</div>')
     for run, problem in problems:
-        items.append(f'<div class="alert error">{_swatch(report, run.name)}<b>health</b> &middot; '
-                     f"{_e(run.name)}: {_e(problem)} (see the run's meta)</div>")
+        items.append(f'<div class="alert error"><b>health</b> &middot; {_run(report, run.name)}: {_e(problem)} '
+                     "(see the run's meta)</div>")
     return f'<section id="alerts" class="alerts"><h2>Alerts ({len(alerts)})</h2>{"".join(items)}</section>'
 
 
@@ -142,12 +155,13 @@ def _run_table(report: Report) -> str:
         ckpt_text = "&ndash;"
         if ckpt:
             name = str(ckpt["path"] or "").rsplit("/", 1)[-1]
-            metrics = ", ".join(f"{_e(k)} {format_number(v)}" for k, v in ckpt["metrics"].items()
-                                if isinstance(v, (int, float)))
-            ckpt_text = (f'<span title="{_e(ckpt["path"])}">{_e(name)}</span><div class="note">step '
-                         f'{_e(ckpt["step"])}{"; " + metrics if metrics else ""}</div>')
+            numbers = [f"{k} {format_number(v)}" for k, v in ckpt["metrics"].items() if isinstance(v, (int, float))]
+            metrics = _e(", ".join(numbers[:2]) + (", ..." if len(numbers) > 2 else ""))
+            ckpt_text = (f'<span title="{_e(ckpt["path"])}">{_e(name)}</span><div class="note" '
+                         f'title="{_e(", ".join(numbers))}">step {_e(ckpt["step"])}{"; " + metrics if metrics else ""}'
+                         "</div>")
         group = next((g for g, rs in report.groups.items() if run in rs), "")
-        rows.append(f'<tr data-run="{_e(run.name)}"><td>{_swatch(report, run.name)}{_e(run.name)}</td>'
+        rows.append(f'<tr data-run="{_e(run.name)}"><td>{_run(report, run.name)}</td>'
                     f"<td>{_e(group)}</td><td>{badge}</td><td class=num>{_duration(run.duration_s)}</td>"
                     f"<td class=num>{_e(run.steps if run.steps is not None else '–')}</td>"
                     f"<td class=num>{run.num_scalars:,}</td><td>{ckpt_text}</td>"
@@ -162,27 +176,40 @@ def _config_diff(report: Report) -> str:
     runs = [r for r in report.runs if r.unreadable is None]
     if len(runs) < 2:
         return ""
-    missing = object()
     keys = sorted({k for r in runs for k in r.settings})
-    differing = [k for k in keys if len({json.dumps(r.settings.get(k, missing), sort_keys=True, default=str)
-                                         for r in runs}) > 1]
-    if not differing:
+    values = {k: [json.dumps(r.settings[k], sort_keys=True, default=str) for r in runs if k in r.settings]
+              for k in keys}
+    differ = [k for k in keys if len(set(values[k])) > 1]  # two runs set it to different values
+    partial = [k for k in keys if len(set(values[k])) == 1 and len(values[k]) < len(runs)]  # the same where set
+    if not differ and not partial:
         return '<section id="config"><h2>Config diff</h2><p class="note">All runs share one config.</p></section>'
+    head = ["key", *(_short(report, r.name) for r in runs)]
+    text = (f'<section id="config"><h2>Config diff</h2><p class="note">Only the keys whose values differ between '
+            f"runs (config and hyperparameters, <code>hparams.*</code>): {len(differ)} set to different values"
+            f"{f', {len(partial)} set in some runs only' if partial else ''}.</p>")
+    if differ:
+        text += _table(head, _diff_rows(runs, differ), "config-diff")
+    if partial:
+        text += (f"<details><summary>{len(partial)} keys set in some runs only (the same value wherever set)"
+                 f"</summary>{_table(head, _diff_rows(runs, partial), 'config-partial')}</details>")
+    return text + "</section>"
+
+
+def _diff_rows(runs: Sequence[RunData], keys: Sequence[str]) -> list[str]:
     rows = []
-    for key in differing[:_MAX_DIFF_ROWS]:
-        cells = "".join(f"<td>{'<span class=note>(unset)</span>' if key not in r.settings else _short(r.settings[key])}"
+    for key in keys[:_MAX_DIFF_ROWS]:
+        cells = "".join(f"<td>{'<span class=note>(unset)</span>' if key not in r.settings else _value(r.settings[key])}"
                         "</td>" for r in runs)
         rows.append(f'<tr data-key="{_e(key)}"><td><code>{_e(key)}</code></td>{cells}</tr>')
-    more = (f'<p class="note">{len(differing) - _MAX_DIFF_ROWS} more keys differ (see --json).</p>'
-            if len(differing) > _MAX_DIFF_ROWS else "")
-    head = ["key", *(r.name for r in runs)]
-    return (f'<section id="config"><h2>Config diff</h2><p class="note">Only the {len(differing)} keys whose values '
-            f"differ between runs (config and hyperparameters).</p>{_table(head, rows, 'config-diff')}{more}</section>")
+    if len(keys) > _MAX_DIFF_ROWS:
+        rows.append(f'<tr><td class="note" colspan="{len(runs) + 1}">{len(keys) - _MAX_DIFF_ROWS} more keys '
+                    "(all are in --json)</td></tr>")
+    return rows
 
 
 def _legend(report: Report, runs: Sequence[RunData]) -> str:
     return '<div class="legend">' + "".join(
-        f"<span>{_swatch(report, r.name)}{_e(r.name)}</span>" for r in runs) + "</div>"
+        f"<span>{_run(report, r.name)}</span>" for r in runs) + "</div>"
 
 
 def _curve_series(report: Report, run: RunData, key: str) -> Series:
@@ -278,7 +305,7 @@ def _gallery(report: Report) -> str:
 
 
 def _clip_cell(report: Report, clip: Clip) -> str:
-    label = f"{_swatch(report, clip.run.name)}{_e(clip.run.name)}"
+    label = _run(report, clip.run.name)
     if clip.file is None:
         return f'<figure><div class="missing">{_e(clip.problem or "no clip")}</div><figcaption>{label}</figcaption>' \
                "</figure>"
@@ -300,23 +327,24 @@ def _statistics(report: Report) -> str:
     for key, m in report.metrics.items():
         way = f"{m.direction} is better" if m.direction else "no better direction known"
         parts.append(f'<div class="metric" data-metric="{_e(key)}"><h3>{_e(key)} <span class=note>({way})</span></h3>'
-                     f"{_group_table(m, level)}{_comparison_table(m, level)}</div>")
+                     f"{_group_table(report, m, level)}{_comparison_table(m, level)}</div>")
     return f'<section id="statistics"><h2>Statistics</h2>{"".join(parts)}</section>'
 
 
-def _group_table(m: MetricStats, level: str) -> str:
+def _group_table(report: Report, m: MetricStats, level: str) -> str:
     rows = []
     for name, s in m.groups.items():
-        rows.append(_group_row(name, s, m.unit))
+        rows.append(_group_row(report, name, s, m.unit))
     head = ["group", "#n", "#mean", "#std", f"#{level} CI low", f"#{level} CI high", "runs (final values)", "note"]
     return _table(head, rows, "groups")
 
 
-def _group_row(name: str, s: GroupSummary, unit: str) -> str:
-    values = ", ".join(f"{_e(run)} {format_number(v)}" for run, v in s.values.items())
+def _group_row(report: Report, name: str, s: GroupSummary, unit: str) -> str:
+    values = ", ".join(f"{_e(_short(report, run))} {format_number(v)}" for run, v in s.values.items())
     notes = [s.note] if s.note else []
     if s.excluded:
-        notes.append("excluded (not finite): " + ", ".join(f"{run} {v}" for run, v in s.excluded.items()))
+        notes.append("excluded (not finite): " + ", ".join(f"{_short(report, run)} {v}"
+                                                            for run, v in s.excluded.items()))
     return (f'<tr data-group="{_e(name)}"><td>{_e(name)}</td><td class="num" data-value="{s.n}">{s.n}</td>'
             f"{_num(s.mean, unit=unit)}{_num(s.std)}{_num(s.ci_low)}{_num(s.ci_high)}"
             f'<td class="note">{values}</td><td class="note">{_e("; ".join(notes))}</td></tr>')
@@ -346,7 +374,7 @@ def _system(report: Report) -> str:
     rows = []
     for run in runs:
         cells = "".join(_mean_max(run.system.get(key)) for key in keys)
-        rows.append(f'<tr data-run="{_e(run.name)}"><td>{_swatch(report, run.name)}{_e(run.name)}</td>{cells}</tr>')
+        rows.append(f'<tr data-run="{_e(run.name)}"><td>{_run(report, run.name)}</td>{cells}</tr>')
     head = ["run", *(f"#{key.removeprefix('sys/')}" for key in keys)]
     return (f'<section id="system"><h2>System load</h2><p class="note">Mean / max of each <code>sys/*</code> '
             f'series over the run.</p>{_table(head, rows, "system")}</section>')

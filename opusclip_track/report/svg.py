@@ -19,8 +19,8 @@ __all__ = ["PALETTE", "Series", "line_chart", "nice_ticks", "format_number"]
 # Tableau 10: distinguishable, and readable by most colour-blind readers.
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac")
-WIDTH, HEIGHT = 560, 260
-LEFT, RIGHT, TOP, BOTTOM = 58, 12, 10, 34
+WIDTH, HEIGHT = 480, 250
+LEFT, RIGHT, TOP, BOTTOM = 60, 12, 10, 36
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _x_axis(low: float, high: float, label: str) -> str:
     for tick in nice_ticks(low, high, 6):
         x = float(axes.px(np.array([tick]))[0])
         out.append(f'<line class="grid" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{base}"/>'
-                   f'<text x="{x:.1f}" y="{base + 14}" text-anchor="middle">{format_number(tick, 6)}</text>')
+                   f'<text x="{x:.1f}" y="{base + 16}" text-anchor="middle">{format_number(tick, 6)}</text>')
     out.append(f'<text class="label" x="{LEFT + axes.w / 2:.0f}" y="{HEIGHT - 4}" '
                f'text-anchor="middle">{escape(label)}</text></g>')
     return "".join(out)
