@@ -68,14 +68,15 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_report(args: argparse.Namespace) -> int:
     """Handler of `report`: write the page (and the JSON), print where they are."""
+    from opusclip_track.config import redact_argv
     from opusclip_track.report.build import build_report
 
     keys = [k.strip() for item in args.keys or [] for k in item.split(",") if k.strip()] or None
     result = build_report(args.runs, args.out, keys=keys, group_by=args.group_by, json_path=args.json,
                           log_dir=args.log_dir, clip_step=args.clip_step, media=args.media,
                           smoothing=args.smoothing, title=args.title,
-                          command=shlex.join(["opusclip-track", "report", *sys.argv[2:]])
-                          if sys.argv[1:2] == ["report"] else None)
+                          command=shlex.join(["opusclip-track", "report", *redact_argv(sys.argv[2:])])
+                          if sys.argv[1:2] == ["report"] else None)  # shown in the page, as typed
     media = "clips embedded" if result.media == "embed" else f"clips in {args.out.stem}_files/"
     print(f"wrote {result.html} ({result.runs} runs, {result.bytes / 1024:.0f} KB, {media})")
     if result.json is not None:
