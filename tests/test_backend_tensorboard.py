@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 import torch
-from _tensorboard_server import TensorBoardServer
 
 from _readers import tensorboard_accumulator
+from _tensorboard_server import TensorBoardServer
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.backends.tensorboard import TensorBoardBackend
 from opusclip_track.records import Histogram, Hparams

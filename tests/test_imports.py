@@ -35,7 +35,7 @@ def test_importing_the_command_line_loads_neither_torch_nor_numpy(tmp_path: Path
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["weights", "list"], ["weights", "--help"], ["runs", "list"],
-                                  ["eval", "--help"]])
+                                  ["eval", "--help"], ["report", "--help"]])
 def test_commands_that_read_or_print_do_not_import_torch(argv: list[str], tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()  # `runs list` reads ./runs: empty here
     code = f"from opusclip_track.cli import main\ncode = main({argv!r})\nassert code == 0, code"

@@ -88,8 +88,6 @@ def test_bad_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureF
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="until opusclip_track/cli/__init__.py registers add_report_parser (lead); "
-                                       "then remove this marker")
 def test_the_report_command_is_registered_in_opusclip_track(log_dir: Path) -> None:
     from opusclip_track.cli import main
 

@@ -2,13 +2,14 @@
 
 Each subcommand is registered by one small function that adds its parser and sets `func`, a handler taking
 the parsed arguments and returning the exit code: `eval` in `cli/eval.py`, `weights` in `cli/weights.py`,
-`runs` and `sync` in `runs_cli.py`. Building the parser imports no torch: a command loads what it needs
+`runs` and `sync` in `runs_cli.py`, `report` in `report/cli.py`. Building the parser imports no torch: a command loads what it needs
 when it runs, so `--help`, `runs list` and `weights list` start in a fraction of a second.
 
     opusclip-track eval --generated samples/ --reference real/ --metrics psnr,ssim,flicker --json scores.json
     opusclip-track weights list | download --all | verify
     opusclip-track runs list | show RUN | compare RUN RUN ...
     opusclip-track sync RUN --to wandb
+    opusclip-track report 'runs/compare-*' --out report.html --json stats.json
     python -m opusclip_track.cli eval ...
 """
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The `opusclip-track` parser with every available subcommand."""
     # Imported here rather than at the top so that `import opusclip_track.cli` stays free of numpy, which the
     # run store's record types import (~0.1 s); building the parser is the first moment it is needed.
+    from opusclip_track.report.cli import add_report_parser
     from opusclip_track.runs_cli import add_runs_parser
 
     parser = argparse.ArgumentParser(prog=PROG, description="Experiment tracking and evaluation for "
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(subparsers)
     add_weights_parser(subparsers)
     add_runs_parser(subparsers)
+    add_report_parser(subparsers)
     return parser
 
 
