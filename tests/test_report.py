@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _report_runs import FAILED, FRAMES, GROUPS, SEEDS, STEPS, run_name, write_runs
 
+from _report_runs import FAILED, FRAMES, GROUPS, SEEDS, STEPS, run_name, write_runs
 from opusclip_track import RunStore
 from opusclip_track.report import build_report, minmax_downsample, svg
 from opusclip_track.report import clips as report_clips

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _browser import console_errors, non_local, requested_urls, start_browser, wait_until
-from _report_runs import FAILED, FPS, FRAMES, STEPS, frame_level, write_runs
 from PIL import Image
 from scipy import stats
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
+from _browser import console_errors, non_local, requested_urls, start_browser, wait_until
+from _report_runs import FAILED, FPS, FRAMES, STEPS, frame_level, write_runs
 from opusclip_track import RunStore
 from opusclip_track.report import build_report
 

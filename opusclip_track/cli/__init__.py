@@ -2,8 +2,9 @@
 
 Each subcommand is registered by one small function that adds its parser and sets `func`, a handler taking
 the parsed arguments and returning the exit code: `eval` in `cli/eval.py`, `weights` in `cli/weights.py`,
-`runs` and `sync` in `runs_cli.py`, `report` in `report/cli.py`. Building the parser imports no torch: a command loads what it needs
-when it runs, so `--help`, `runs list` and `weights list` start in a fraction of a second.
+`runs` and `sync` in `runs_cli.py`, `report` in `report/cli.py`. Building the parser imports no torch: a
+command loads what it needs when it runs, so `--help`, `runs list` and `weights list` start in a fraction of a
+second.
 
     opusclip-track eval --generated samples/ --reference real/ --metrics psnr,ssim,flicker --json scores.json
     opusclip-track weights list | download --all | verify
