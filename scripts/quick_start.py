@@ -143,7 +143,7 @@ def report(tracker: AdvancedExperimentTracker, results: dict[str, float]) -> str
         f"  final: val/loss {results['val/loss']:.4g}, video/psnr {results.get('video/psnr', float('nan')):.2f} dB,"
         f" video/ssim {results.get('video/ssim', float('nan')):.3f} after {int(results['steps'])} steps"
         f" ({results['train_time_s']:.0f} s)",
-        f"  {len(videos)} sample clips (GIF in TensorBoard, MP4 in {tracker.run_dir / 'media'})",
+        f"  {len(videos)} sample videos, one per evaluation (GIF in TensorBoard, MP4 in {tracker.run_dir / 'media'})",
         f"  best checkpoint: {best.path if best else 'none'}",
         f"  local store: {store.path}",
         "\nlook at it:",

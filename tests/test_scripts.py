@@ -90,6 +90,7 @@ def test_quick_start_logs_losses_metrics_samples_system_a_loadable_best_checkpoi
     out = run_script("quick_start.py", *TINY, "--config", "run.yaml", cwd=tmp_path).stdout
     (run_dir,) = list_runs(tmp_path / "runs")
     assert "tensorboard --logdir=runs" in out and "wandb sync runs/" in out
+    assert "3 sample videos, one per evaluation" in out  # steps 0, 2 and 4
     acc = tensorboard_accumulator(run_dir)
     tags = acc.Tags()
     for key in ("train/loss", "train/learning_rate", "train/grad_norm", "val/loss", "video/psnr", "video/ssim",
