@@ -29,9 +29,14 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
+
+from ._downsample import downsample_indices
 
 DB_NAME = "run.db"
 LOCK_NAME = "run.lock"
@@ -41,6 +46,32 @@ RESERVE_BYTES = 256 * 1024  # room for the final meta write on a full disk (a fe
 
 class RunLockedError(RuntimeError):
     """Another process (or another tracker in this one) is writing this run."""
+
+
+@dataclass(frozen=True)
+class KeySummary:
+    """One scalar key of a run at a glance (what `runs show` and `runs compare` print).
+
+    Attributes:
+        count: values logged (superseded ones, from before a resume, not counted).
+        first_step: step of the first value logged.
+        last_step: step of the last value logged.
+        last_value: the last value logged (NaN stays NaN).
+        min: smallest finite value; NaN when there is none.
+        max: largest finite value; NaN when there is none.
+        mean: mean of the finite values; NaN when there is none.
+        last_wall_time: wall time (Unix seconds) of the last value logged.
+    """
+
+    count: int
+    first_step: int
+    last_step: int
+    last_value: float
+    min: float
+    max: float
+    mean: float
+    last_wall_time: float
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -229,6 +260,60 @@ class RunStore:
         hist = self.history(key)
         return (hist[-1][0], hist[-1][2]) if hist else None
 
+    def history_arrays(self, key: str, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(steps int64, wall_times float64, values float64)` of one scalar, in logging order.
+
+        Args:
+            key: the scalar's name; a key never logged gives three empty arrays.
+            max_points: at most this many points (>= 4), chosen to keep the curve's shape: the minimum and
+                maximum of each equal-width step interval, and where values are NaN or infinite (see
+                `opusclip_track._downsample.downsample_indices`); never plain striding, which hides spikes.
+                None: every point.
+        """
+        rows = self._conn.execute(
+            "SELECT s.step, s.wall_time, s.value FROM scalars s JOIN keys k ON k.id = s.key_id "
+            "WHERE k.name = ? ORDER BY s.rowid", (key,)).fetchall()
+        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        walls = np.array([r[1] for r in rows], dtype=np.float64)
+        values = np.array([r[2] for r in rows], dtype=np.float64)  # NULL (a NaN SQLite stored) -> NaN
+        if max_points is not None:
+            keep = downsample_indices(steps, values, max_points)
+            return steps[keep], walls[keep], values[keep]
+        return steps, walls, values
+
+    def summary(self) -> dict[str, KeySummary]:
+        """Every key's `KeySummary`, by key name (sorted)."""
+        finite = "s.value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+        rows = self._conn.execute(
+            f"SELECT k.name, COUNT(*), MIN(s.rowid), MAX(s.rowid), MIN(CASE WHEN {finite} THEN s.value END), "
+            f"MAX(CASE WHEN {finite} THEN s.value END), AVG(CASE WHEN {finite} THEN s.value END) "
+            "FROM scalars s JOIN keys k ON k.id = s.key_id GROUP BY k.name ORDER BY k.name").fetchall()
+        out = {}
+        for name, count, first, last, low, high, mean in rows:
+            (first_step,) = self._conn.execute("SELECT step FROM scalars WHERE rowid = ?", (first,)).fetchone()
+            last_step, last_wall, last_value = self._conn.execute(
+                "SELECT step, wall_time, value FROM scalars WHERE rowid = ?", (last,)).fetchone()
+            out[name] = KeySummary(count, first_step, last_step, _nan(last_value), _nan(low), _nan(high),
+                                   _nan(mean), last_wall)
+        return out
+
+    def scalar_batches(self) -> Iterator[tuple[int, float, dict[str, float]]]:
+        """Every scalar as `(step, wall_time, {key: value})` groups, in logging order: each group is a run of
+        consecutive values logged with the same step and wall time (one `log_metrics` call). NaN stays NaN.
+        What a replay into another backend needs (`opusclip-track sync`)."""
+        rows = self._conn.execute("SELECT s.step, s.wall_time, k.name, s.value FROM scalars s "
+                                  "JOIN keys k ON k.id = s.key_id ORDER BY s.rowid")
+        group: dict[str, float] = {}
+        current: tuple[int, float] | None = None
+        for step, wall, key, value in rows:
+            if (step, wall) != current or key in group:
+                if group and current is not None:
+                    yield current[0], current[1], group
+                current, group = (step, wall), {}
+            group[key] = math.nan if value is None else value
+        if group and current is not None:
+            yield current[0], current[1], group
+
     def num_scalars(self) -> int:
         (n,) = self._conn.execute("SELECT COUNT(*) FROM scalars").fetchone()
         return int(n)
@@ -302,6 +387,10 @@ class _Transaction:
             del self._key_ids[key]
 
 
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _loads(text: str | None) -> Any:
     if text is None:
         return None
@@ -340,6 +429,49 @@ def _make_reserve(path: Path) -> None:
 
 
 def list_runs(log_dir: str | Path = "runs") -> list[Path]:
-    """Run directories under `log_dir` that hold a store, newest first."""
-    dbs = sorted(Path(log_dir).glob(f"*/{DB_NAME}"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return [db.parent for db in dbs]
+    """Run directories under `log_dir` that hold a store, newest first, nested ones included
+    (`runs/sweeps/<sweep>/<trial>/`). A run directory is not searched further (its `media/`, `wandb/`)."""
+    found: list[Path] = []
+    for parent, dirs, files in os.walk(log_dir):
+        if DB_NAME in files:
+            found.append(Path(parent))
+            dirs.clear()
+        else:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return sorted(found, key=_mtime, reverse=True)
+
+
+def _mtime(run_dir: Path) -> float:
+    try:
+        return (run_dir / DB_NAME).stat().st_mtime
+    except OSError:  # removed while listing
+        return 0.0
+
+
+def find_run(log_dir: str | Path, name: str | Path) -> Path:
+    """The run directory `name` means: a path to a run directory (or its `run.db`), a run's name or its path
+    relative to `log_dir` (`sweeps/lr/trial-003`), or an unambiguous prefix of either.
+
+    Raises:
+        FileNotFoundError: no run matches; the message lists the runs under `log_dir`.
+        ValueError: a prefix that matches several runs; the message lists them.
+    """
+    log_dir = Path(log_dir)
+    text = str(name)
+    for candidate in (Path(name), log_dir / name):
+        if candidate.name == DB_NAME and candidate.is_file():
+            return candidate.parent
+        if (candidate / DB_NAME).is_file():
+            return candidate
+    runs = list_runs(log_dir) if log_dir.is_dir() else []
+    names = {run: run.relative_to(log_dir).as_posix() for run in runs}
+    for matches in ([r for r in runs if text in (names[r], r.name)],
+                    [r for r in runs if names[r].startswith(text) or r.name.startswith(text)]):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ValueError(f"RUN: {text!r} matches {len(matches)} runs under {log_dir}: "
+                             f"{', '.join(sorted(names[r] for r in matches))}; give more of the name")
+    raise FileNotFoundError(f"RUN: expected a run directory, a run name under {log_dir} or a prefix of one, "
+                            f"received {text!r} (runs here: {', '.join(sorted(names.values())) or 'none'})")
+

@@ -13,13 +13,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from opusclip_track._downsample import bucket_mean, ema, minmax_downsample
     from opusclip_track.report.build import Report, ReportResult, build_report, collect, report_json, statistics
-    from opusclip_track.report.downsample import bucket_mean, ema, minmax_downsample
     from opusclip_track.report.stats import compare_groups, describe_comparison, direction, hedges_g, summarize
 
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("Report", "ReportResult", "build_report", "collect", "report_json", "statistics"), ".build"),
-    **dict.fromkeys(("bucket_mean", "ema", "minmax_downsample"), ".downsample"),
+    **dict.fromkeys(("bucket_mean", "ema", "minmax_downsample"), "opusclip_track._downsample"),
     **dict.fromkeys(("compare_groups", "describe_comparison", "direction", "hedges_g", "summarize"), ".stats"),
 }
 

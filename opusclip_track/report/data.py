@@ -165,12 +165,12 @@ def _read(store: RunStore, path: Path, keys: Sequence[str]) -> RunData:
     available = store.keys()
     last_time = run.created_at or 0.0
     for key in match_keys(available, keys):
-        steps, walls, values = _arrays(store.history(key))
-        run.series[key] = (steps, values)
+        steps, walls, values = store.history_arrays(key)
+        run.series[key] = (steps.astype(np.float64), values)
         run.finals[key] = float(values[-1])
         last_time = max(last_time, float(walls.max()))
     for key in (k for k in available if k.startswith("sys/")):
-        _, walls, values = _arrays(store.history(key))
+        _, walls, values = store.history_arrays(key)
         finite = values[np.isfinite(values)]
         if finite.size:
             run.system[key] = (float(finite.mean()), float(finite.max()))
@@ -187,11 +187,6 @@ def _read(store: RunStore, path: Path, keys: Sequence[str]) -> RunData:
         run.duration_s = (finished if finished is not None else last_time) - run.created_at
     run.health_problems = _health_problems(meta.get("health"))
     return run
-
-
-def _arrays(history: list[tuple[int, float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    table = np.array(history, dtype=np.float64).reshape(-1, 3)  # one C-level conversion, no per-point loop here
-    return table[:, 0], table[:, 1], table[:, 2]
 
 
 def _float(value: Any) -> float | None:

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from opusclip_track._downsample import bucket_mean, ema, minmax_downsample
 from opusclip_track.report.assets import CSS, SCRIPT
 from opusclip_track.report.build import METHODS, MetricStats, Report
 from opusclip_track.report.clips import Clip
 from opusclip_track.report.data import PerFrameTable, RunData
-from opusclip_track.report.downsample import bucket_mean, ema, minmax_downsample
 from opusclip_track.report.stats import Comparison, GroupSummary
 from opusclip_track.report.svg import Series, format_number, line_chart
 
