@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from opusclip_track.metrics.names import METRIC_NAMES
+from opusclip_track.metrics.names import HIGHER_IS_BETTER, METRIC_NAMES
+from opusclip_track.report import stats as report_stats
 from opusclip_track.report.stats import (
-    VIDEO_HIGHER_IS_BETTER,
     compare_groups,
     describe_comparison,
     direction,
@@ -114,11 +114,24 @@ def test_groups_too_small_or_without_spread_get_no_test_and_a_reason() -> None:
         compare_groups("video/psnr", "a", A, "b", B, confidence=95)
 
 
-def test_video_metric_directions_agree_with_the_metrics_package() -> None:
+def test_video_metric_directions_have_one_source_that_every_metric_class_agrees_with() -> None:
+    """The report kept its own torch-free copy of which way each video metric is better; now `metrics.names` holds
+    the one table, and each torchmetrics class's `higher_is_better` attribute must say the same."""
+    from opusclip_track import metrics
     from opusclip_track.metrics.collection import higher_is_better
 
-    for name in [*METRIC_NAMES, "temporal_diff", "is_std"]:
-        assert VIDEO_HIGHER_IS_BETTER[name] == higher_is_better(f"video/{name}"), name
+    classes = {"psnr": metrics.PSNR, "ssim": metrics.SSIM, "lpips": metrics.LPIPS, "fid": metrics.FID,
+               "is": metrics.InceptionScore, "fvd": metrics.FVD, "flicker": metrics.TemporalFlicker}
+    assert set(classes) == set(METRIC_NAMES)
+    for name, cls in classes.items():
+        assert HIGHER_IS_BETTER[name] is cls.higher_is_better, name
+    # The extra keys compute() returns beside their metric have no better direction.
+    assert {k: v for k, v in HIGHER_IS_BETTER.items() if k not in classes} == {"temporal_diff": None, "is_std": None}
+    for name, better in HIGHER_IS_BETTER.items():
+        assert higher_is_better(f"video/{name}") is better
+        assert report_stats.direction(f"video/{name}") == (None if better is None else "higher" if better else "lower")
+    tables = [v for v in vars(report_stats).values() if isinstance(v, dict) and "psnr" in v]
+    assert all(table is HIGHER_IS_BETTER for table in tables)  # the report reads the one table, no copy
     assert [direction(k) for k in ("video/psnr", "video/lpips", "video/temporal_diff", "train/loss", "val/mse",
                                    "sys/cpu_percent", "perf/samples_per_s")] == [
         "higher", "lower", None, "lower", "lower", None, None]

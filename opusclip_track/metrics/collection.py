@@ -22,6 +22,7 @@ from opusclip_track.metrics._framewise import FramewiseMetric
 from opusclip_track.metrics._input import prepare_pair
 from opusclip_track.metrics.names import (
     DEFAULT_METRICS,
+    HIGHER_IS_BETTER,
     METRIC_NAMES,
     WEIGHTS_KEY,
     MetricName,
@@ -57,16 +58,11 @@ def _learned_class(metric: str) -> type[Metric]:
 
 
 def higher_is_better(key: str) -> bool | None:
-    """Whether a larger value of a `compute()` key (`"video/psnr"` or `"psnr"`) is better.
+    """Whether a larger value of a `compute()` key (`"video/psnr"` or `"psnr"`) is better (`names.HIGHER_IS_BETTER`).
 
-    None when neither is: `temporal_diff` (0 is best) and `is_std` (a spread).
+    None when neither is: `temporal_diff` (0 is best) and `is_std` (a spread), and for a key no metric returns.
     """
-    name = key.removeprefix(PREFIX)
-    if name in _BUILTIN:
-        return bool(_BUILTIN[name].higher_is_better)
-    if name in _LEARNED:
-        return bool(_learned_class(name).higher_is_better)
-    return None
+    return HIGHER_IS_BETTER.get(key.removeprefix(PREFIX))
 
 
 def available_metrics(weights_dir: str | Path | None = None) -> dict[str, str | None]:

@@ -15,6 +15,15 @@ DEFAULT_METRICS: tuple[MetricName, ...] = ("psnr", "ssim", "lpips", "fid", "is",
 # The registry key (`weights.REGISTRY`) of the file each learned metric loads with its default settings
 # (LPIPS: net="alex"; its net="vgg" loads "vgg16"). PSNR, SSIM and flicker load none.
 WEIGHTS_KEY: dict[str, str] = {"lpips": "alexnet", "fid": "inception", "is": "inception", "fvd": "i3d"}
+# Whether a larger value of each key `VideoMetrics.compute` returns (without its `video/` prefix) is better: the
+# one table `collection.higher_is_better` and the report read. The metric classes carry the same answer as
+# torchmetrics' `higher_is_better` attribute (tests/test_report_stats.py checks that every class agrees), but
+# reading it there loads torch (~3 s), which the report's command line must not. None: neither way is better
+# (`temporal_diff` is best at 0, `is_std` is a spread).
+HIGHER_IS_BETTER: dict[str, bool | None] = {
+    "psnr": True, "ssim": True, "lpips": False, "fid": False, "is": True, "fvd": False, "flicker": False,
+    "temporal_diff": None, "is_std": None,
+}
 
 
 def check_metric_names(metrics: Iterable[str], *, name: str = "metrics") -> tuple[MetricName, ...]:

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from opusclip_track.metrics.names import HIGHER_IS_BETTER
+
 __all__ = [
     "Comparison", "GroupSummary", "Direction", "compare_groups", "describe_comparison", "direction", "hedges_g",
     "summarize", "unit",
@@ -32,30 +34,21 @@ __all__ = [
 
 Direction = Literal["higher", "lower"]
 
-# Which way is better for the video metrics (`opusclip_track.metrics` `higher_is_better`, kept here without
-# torch so the command line starts fast; tests/test_report_stats.py checks that the two agree). None: neither
-# (temporal_diff is best at 0, is_std is a spread).
-VIDEO_HIGHER_IS_BETTER: dict[str, bool | None] = {
-    "psnr": True, "ssim": True, "lpips": False, "fid": False, "is": True, "fvd": False, "flicker": False,
-    "temporal_diff": None, "is_std": None,
-}
 _LOSS_LIKE = re.compile(r"loss|mse|mae|nll|error|perplexity", re.IGNORECASE)
 
 
 def direction(key: str) -> Direction | None:
-    """Which way `key` is better: video metrics as `opusclip_track.metrics` says, loss-like keys lower.
+    """Which way `key` is better: video metrics as `opusclip_track.metrics.names.HIGHER_IS_BETTER` says, loss-like
+    keys lower.
 
     Example:
         >>> direction("video/psnr"), direction("val/loss"), direction("sys/cpu_percent")
         ('higher', 'lower', None)
     """
     name = key.rsplit("/", 1)[-1]
-    if key.startswith("video/") or name in VIDEO_HIGHER_IS_BETTER:
-        better = VIDEO_HIGHER_IS_BETTER.get(name)
-        if better is not None:
-            return "higher" if better else "lower"
-        if name in VIDEO_HIGHER_IS_BETTER:
-            return None
+    if name in HIGHER_IS_BETTER:  # torch-free: the command line starts without loading the metrics
+        better = HIGHER_IS_BETTER[name]
+        return None if better is None else "higher" if better else "lower"
     return "lower" if _LOSS_LIKE.search(name) else None
 
 
