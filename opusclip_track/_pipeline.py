@@ -28,7 +28,20 @@ import torch
 from ._dispatch import Dispatcher
 from .backends import Backend
 from .config import redact_secrets
-from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, RunStatus, Scalars, Text
+from .records import (
+    HYPERPARAMETERS_EVENT,
+    Artifact,
+    ConfigUpdate,
+    Graph,
+    Histogram,
+    Hyperparameters,
+    Media,
+    Record,
+    Rewind,
+    RunStatus,
+    Scalars,
+    Text,
+)
 from .store import RunStore
 
 log = logging.getLogger("opusclip_track")
@@ -111,10 +124,11 @@ def record_rows(r: Record) -> tuple[list[ScalarRow], EventRow | None]:
         event = ("text", r.name, r.step, r.wall_time, {"text": r.text}, None)
     elif isinstance(r, Histogram):
         data = {"edges": r.edges.tolist() if r.edges is not None else None,
-                "counts": r.counts.tolist() if r.counts is not None else None, **(r.stats or {})}
+                "counts": r.counts.tolist() if r.counts is not None else None, "bins": r.bins, **(r.stats or {})}
         event = ("histogram", r.name, r.step, r.wall_time, data, None)
-    elif isinstance(r, Hparams):
-        event = ("hparams", "hparams", None, r.wall_time, {"params": r.params, "metrics": r.metrics}, None)
+    elif isinstance(r, Hyperparameters):
+        event = (HYPERPARAMETERS_EVENT, HYPERPARAMETERS_EVENT, None, r.wall_time,
+                 {"params": r.params, "metrics": r.metrics}, None)
     elif isinstance(r, Media):
         main = r.files.get("mp4") or r.files.get("png") or r.files.get("json")
         data = {"caption": r.caption, **r.options, "files": {k: str(p) for k, p in r.files.items()}}
@@ -305,7 +319,7 @@ class BackendSlot:
     reported: bool = False
     start_failures: int = 0
     next_start: float = 0.0  # time.monotonic() before which a failed start is not tried again
-    got_hparams: bool = False
+    got_hyperparameters: bool = False
 
     @property
     def name(self) -> str:
@@ -334,9 +348,9 @@ class BackendSlot:
             self.backend.flush()
         except BaseException as exc:
             self._error(exc, "failed to flush")
-        if not self.got_hparams:
+        if not self.got_hyperparameters:
             failed = {id(r) for r, _ in failures}
-            self.got_hparams = any(isinstance(r, Hparams) and id(r) not in failed for r in records)
+            self.got_hyperparameters = any(isinstance(r, Hyperparameters) and id(r) not in failed for r in records)
         return failures
 
     def _start(self) -> bool:
@@ -437,7 +451,7 @@ class Pipeline:
         self.writer = StoreWriter(store)
         self.prepare_media = MediaEncoder(media_dir)
         self.bad_records = 0
-        self.hparams_sent = 0
+        self.hyperparameters_sent = 0
         self._bad_reported: set[str] = set()
         self.fanout: Dispatcher[list[Record]] = Dispatcher(self._write_backends, flush_interval_s=flush_interval_s,
                                                            max_bytes=max_bytes, name="opusclip-track-backends")
@@ -445,7 +459,7 @@ class Pipeline:
     def __call__(self, batch: list[Record]) -> None:
         records = self.writer.write(self._resolve(batch))
         if records:
-            self.hparams_sent += sum(isinstance(r, Hparams) for r in records)
+            self.hyperparameters_sent += sum(isinstance(r, Hyperparameters) for r in records)
             self.fanout.put(records, 256 * len(records) + sum(_media_bytes(r) for r in records))
 
     def _write_backends(self, batches: list[list[Record]]) -> None:
@@ -472,7 +486,7 @@ class Pipeline:
                 slowest batch.
         """
         writer = self.writer
-        missing_hparams = sorted(s.name for s in self.slots if self.hparams_sent and not s.got_hparams)
+        missing = sorted(s.name for s in self.slots if self.hyperparameters_sent and not s.got_hyperparameters)
         counts = {
             "worker_errors": (intake.worker_errors if intake else 0) + self.fanout.worker_errors,
             "bad_records": self.bad_records,
@@ -482,7 +496,7 @@ class Pipeline:
             "store_pending": len(writer.pending),
             "store_lost": writer.lost,
         }
-        lost_somewhere = (any(v for k, v in counts.items() if k != "store_write_failures") or missing_hparams
+        lost_somewhere = (any(v for k, v in counts.items() if k != "store_write_failures") or missing
                           or any(s.given_up or s.retry for s in self.slots))
         # Error texts can quote a URL with its password (a tracking server's, say): redacted like the config.
         return redact_secrets({"ok": not lost_somewhere, **counts, "store_last_error": writer.last_error,
@@ -491,7 +505,7 @@ class Pipeline:
                 "backend_gave_up": {s.name: s.given_up for s in self.slots},
                 "backend_pending": {s.name: len(s.retry) for s in self.slots},
                 "backend_last_error": {s.name: s.last_error for s in self.slots if s.last_error},
-                "backends_missing_hparams": missing_hparams})
+                "backends_missing_hparams": missing})
 
     def close(self, status: RunStatus = "finished") -> None:
         """Drain the backends' stage, give the store a last try for what it holds, then close every backend
@@ -561,7 +575,7 @@ class MediaEncoder:
     """Turns a `Media` record's payload into files under `<run_dir>/media/` and bytes for the backends.
 
     Video: uint8 frames -> MP4 (H.264, kept on disk, what W&B uploads) and an animated GIF (what TensorBoard
-    plays in its Images tab). Image and figure: PNG. Table: JSON on disk and a Markdown table for TensorBoard.
+    plays in its Images tab). Image and figure: PNG. Table: plain cells, kept as the payload, and JSON on disk.
 
     A payload that cannot be converted raises (the record is skipped as bad). A file that cannot be written
     (media folder not writable, full disk) does not lose the record: `record.error` says why, its store row
@@ -602,7 +616,6 @@ class MediaEncoder:
             columns, rows = record.payload
             rows = [[_plain_cell(v) for v in row] for row in rows]
             record.payload = (columns, rows)
-            record.encoded["markdown"] = _markdown(columns, rows).encode()
             data = json.dumps({"columns": list(columns), "rows": rows}, default=str).encode()
             self._file(record, "json", lambda: _write_atomic(self.media_dir / f"{stem}.json", data))
         record.payload = None if record.kind != "table" else record.payload  # free the frames early
@@ -660,13 +673,3 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
-
-
-def _markdown(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        text = f"{value:.6g}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

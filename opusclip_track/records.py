@@ -1,21 +1,33 @@
 """The records that travel from the caller's thread to the worker, and on to the store and the backends.
 
 The caller builds a record in microseconds (no conversion, no I/O); the worker turns raw values into plain
-Python/NumPy data (`resolve_scalars`, `bin_histogram` and `MediaEncoder` in `_pipeline.py`) before any backend
-sees it. Every record carries its step
-and the wall time at which the caller logged it, so a backend that writes late still writes the true time.
+Python/NumPy data (`resolve_scalars` and `bin_histogram` in `_pipeline.py`, `MediaEncoder` in
+`_media_encoder.py`) before any backend sees it. Every record carries the wall time at which the caller logged
+it (and its step, where it has one), so a backend that writes late still writes the true time.
+
+`from_store_event` turns a row of the local store back into the record that wrote it, so a replay
+(`opusclip-track sync`) hands a backend what it would have received during the run.
+
+This module imports nothing heavy at import time (NumPy only where a stored histogram is rebuilt), so the
+command line that reads stores stays light.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 RunStatus = Literal["finished", "failed"]
 """How a run ended: recorded in the store's meta and passed to every backend's `close`."""
+
+HYPERPARAMETERS_EVENT = "hparams"
+"""The store's event kind for a `Hyperparameters` record: the name every run has been stored with since the first
+version (readers such as `RunStore.events("hparams")` and the reports use it), kept so old and new runs read alike."""
 
 
 @dataclass(slots=True)
@@ -28,16 +40,23 @@ class Scalars:
 
 
 @dataclass(slots=True)
-class Hparams:
-    """Hyperparameters of the run, with optional summary metrics for TensorBoard's HParams dashboard."""
+class Hyperparameters:
+    """Hyperparameters of the run (`log_hyperparameters`), with optional summary metrics for TensorBoard's HParams
+    dashboard and W&B's run summary (the tracker also logs those metrics as ordinary scalars)."""
 
     params: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     wall_time: float = 0.0
 
 
+Hparams = Hyperparameters
+"""Deprecated name of `Hyperparameters`, kept only until `runs_cli.py` replays through `from_store_event`."""
+
+
 @dataclass(slots=True)
 class Text:
+    """A text entry (Markdown in TensorBoard, HTML in W&B), already redacted."""
+
     name: str
     text: str
     step: int
@@ -67,10 +86,15 @@ MediaKind = Literal["video", "image", "figure", "table"]
 class Media:
     """A clip, an image, a figure or a table.
 
-    `payload` is what the caller handed over (a CPU copy of the tensor, a figure, rows); the worker fills
-    `files` (files on disk under `media/`, by format: "mp4", "png", "json") and `encoded` (bytes in memory:
-    "gif", "png", "markdown") before the backends run. `error` says why a file could not be written (the
-    record is still stored and passed on, with what could be encoded).
+    `payload` is what the caller handed over (a host copy of the tensor, a figure, `(columns, rows)`); the worker
+    fills `files` (written under `media/`, by format: "mp4", "png", "json"), `encoded` (bytes in memory: "gif"
+    for a clip, "png" for an image or figure) and `options` (after encoding: `fps`, `frames`, `height`, `width`
+    of a clip; `height`, `width` of an image or figure), and frees the payload of everything but a table.
+    `error` says why a file could not be written (the record is still stored and passed on, with what could be
+    encoded in memory).
+
+    A clip rebuilt from the store (`from_store_event`) has its MP4 in `files` and no GIF in `encoded`: a backend
+    that shows GIFs makes one from the MP4.
     """
 
     kind: MediaKind
@@ -87,7 +111,7 @@ class Media:
 
 @dataclass(slots=True)
 class Artifact:
-    """A file to version in the backends that support it (W&B artifacts): checkpoints, tables, reports."""
+    """A file to version in the backends that keep files (W&B artifacts, MLflow artifacts): checkpoints, tables."""
 
     name: str
     path: Path
@@ -123,4 +147,64 @@ class Rewind:
     wall_time: float = 0.0
 
 
-Record = Scalars | Hparams | Text | Histogram | Media | Artifact | ConfigUpdate | Graph | Rewind
+Record = Scalars | Hyperparameters | Text | Histogram | Media | Artifact | ConfigUpdate | Graph | Rewind
+
+
+# ---- back from the store ----------------------------------------------------------------------------------
+def from_store_event(event: dict[str, Any]) -> Record | None:
+    """The record that wrote `event`, a row of `RunStore.events()` (`kind`, `name`, `step`, `wall_time`, `data`,
+    `path`), as a backend would have received it during the run; None for what cannot be replayed.
+
+    * text, histogram (bins, counts and statistics as binned), hyperparameters (stored as `"hparams"`), config
+      update, artifact (its file path as stored);
+    * media: `files` as written under `media/` and `options` as encoded; an image's or figure's PNG is read
+      back into `encoded["png"]`, a table's rows from its JSON file into `payload`. A file that is gone leaves
+      `error` saying so (and the record without those bytes); a clip's GIF is not rebuilt here (see `Media`);
+    * None for a model graph (only its size is stored) and for kinds this version does not know.
+
+    Example:
+        >>> from opusclip_track.store import RunStore                          # doctest: +SKIP
+        >>> records = [r for r in map(from_store_event, RunStore("runs/x").events()) if r is not None]
+    """
+    kind, name, step, wall_time, data = (event["kind"], event["name"], event["step"], event["wall_time"],
+                                         event.get("data") or {})
+    if kind == "text":
+        return Text(name, data["text"], step, wall_time)
+    if kind == HYPERPARAMETERS_EVENT:
+        return Hyperparameters(dict(data["params"]), dict(data.get("metrics") or {}), wall_time)
+    if kind == "config":
+        return ConfigUpdate(dict(data), wall_time)
+    if kind == "histogram":
+        return _stored_histogram(name, step, wall_time, data)
+    if kind == "artifact":
+        info = dict(data)
+        return Artifact(name, Path(event["path"]), info.pop("type"), list(info.pop("aliases") or []), info,
+                        wall_time)
+    if kind in get_args(MediaKind):
+        return _stored_media(kind, name, step, wall_time, data)
+    return None
+
+
+def _stored_histogram(name: str, step: int, wall_time: float, data: dict[str, Any]) -> Histogram:
+    import numpy as np  # only here: reading a store's list of runs must not import NumPy
+
+    stats = {k: float(v) for k, v in data.items() if k not in ("edges", "counts", "bins")}
+    counts = np.asarray(data["counts"] or [], dtype=np.float64)
+    bins = int(data.get("bins") or max(1, counts.size))  # runs stored before the bins were kept: as binned
+    return Histogram(name, None, step, wall_time, bins=bins,
+                     edges=np.asarray(data["edges"] or [], dtype=np.float64), counts=counts, stats=stats)
+
+
+def _stored_media(kind: MediaKind, name: str, step: int, wall_time: float, data: dict[str, Any]) -> Media:
+    options = {k: v for k, v in data.items() if k not in ("caption", "files", "error")}
+    files = {fmt: Path(path) for fmt, path in (data.get("files") or {}).items()}
+    record = Media(kind, name, step, wall_time, None, options, data.get("caption"), files, error=data.get("error"))
+    try:
+        if kind == "table" and "json" in files:
+            table = json.loads(files["json"].read_bytes())
+            record.payload = (table["columns"], table["rows"])
+        elif kind in ("image", "figure") and "png" in files:
+            record.encoded["png"] = files["png"].read_bytes()
+    except OSError as exc:
+        record.error = f"stored file not readable: {type(exc).__name__}: {exc}"
+    return record

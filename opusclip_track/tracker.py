@@ -34,7 +34,19 @@ from .diagnostics import ModelWatcher, model_architecture_summary, training_step
 from .distributed import rank_zero_only, refresh_rank
 from .environment import capture_environment
 from .media import ImageLayout, VideoLayout
-from .records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, RunStatus, Scalars, Text
+from .records import (
+    Artifact,
+    ConfigUpdate,
+    Graph,
+    Histogram,
+    Hyperparameters,
+    Media,
+    Record,
+    Rewind,
+    RunStatus,
+    Scalars,
+    Text,
+)
 from .store import RunStore, list_runs
 from .system import SystemMonitor
 
@@ -273,7 +285,7 @@ class AdvancedExperimentTracker:
         _check_utf8_tree(params, "params")
         summary = self._check_scalars(metrics or {})
         clean = redact_secrets(dict(params))
-        self._put(Hparams(clean, summary, time.time()), 1024)
+        self._put(Hyperparameters(clean, summary, time.time()), 1024)
         if summary:
             self._put(Scalars(self._current_step(None), time.time(), summary), 256)
 
@@ -316,6 +328,35 @@ class AdvancedExperimentTracker:
         if not isinstance(bins, int) or bins < 1:
             raise ValueError(f"bins: expected a positive int, received {bins!r}")
         self._put(Histogram(name, data, self._current_step(step), time.time(), bins), 256 + nbytes)
+
+    @rank_zero_only
+    def log_artifact(self, path: str | Path, name: str, type: str = "model", aliases: Sequence[str] = (),
+                     metadata: Mapping[str, Any] | None = None) -> None:
+        """Version a file in every backend that keeps files (a W&B artifact, an MLflow artifact); the store
+        records it. The tracker does this itself for its best checkpoint at close.
+
+        Args:
+            path: an existing file (read by the backends on the worker: do not change it until `flush()`).
+            name: the artifact's name, e.g. `"model-my-run"`.
+            type: its kind, e.g. `"model"` or `"dataset"`.
+            aliases: labels such as `"best"` or `"latest"`.
+            metadata: JSON-like facts shown beside it (step, score, sha256); secret-looking keys are redacted.
+        """
+        self._check_open()
+        _check_key(name, "name")
+        _check_key(type, "type")
+        if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
+            raise TypeError(f"aliases: expected a sequence of non-empty str, received {aliases!r}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            # `type` is the argument here: the class name comes from the instance
+            raise TypeError(f"metadata: expected a dict, received {metadata.__class__.__name__}")
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"path: expected an existing file, received {str(path)!r}"
+                                    + (" (a directory)" if file.is_dir() else ""))
+        _check_utf8_tree({"aliases": list(aliases), "metadata": dict(metadata or {})}, "artifact")
+        clean = redact_secrets(dict(metadata or {}))
+        self._put(Artifact(name, file, type, list(aliases), clean, time.time()), 1024)
 
     def _log_now(self, values: Mapping[str, Any]) -> None:
         """Log scalars at the current step without advancing it (system samples, summaries)."""

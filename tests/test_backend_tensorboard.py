@@ -22,7 +22,7 @@ from _readers import tensorboard_accumulator
 from _tensorboard_server import TensorBoardServer
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.backends.tensorboard import TensorBoardBackend
-from opusclip_track.records import Histogram, Hparams
+from opusclip_track.records import Histogram, Hyperparameters
 
 ALL_STATUSES = ["STATUS_FAILURE", "STATUS_RUNNING", "STATUS_SUCCESS", "STATUS_UNKNOWN"]
 QUICK_HPARAMS = {"lr": 0.002, "batch_size": 8, "amp": False, "model": {"depth": 4, "kind": "conv"}}
@@ -194,12 +194,12 @@ def test_close_status_and_resume_keep_the_session(runs_dir: Path) -> None:
         return plugin_data_pb2.HParamsPluginData.FromString(content)
 
     backend = _backend(runs_dir / "b")
-    backend.write([Hparams({"lr": 0.1}, {}, time.time())])
+    backend.write([Hyperparameters({"lr": 0.1}, {}, time.time())])
     backend.close("failed")
     assert session("_hparams_/session_end_info").session_end_info.status == api_pb2.STATUS_FAILURE
     # a resumed process adds a hyperparameter: the session holds both, and its new end
     backend = _backend(runs_dir / "b")
-    backend.write([Hparams({"epochs": 3}, {}, time.time())])
+    backend.write([Hyperparameters({"epochs": 3}, {}, time.time())])
     backend.close()
     hparams = session("_hparams_/session_start_info").session_start_info.hparams
     assert {k: v.number_value for k, v in hparams.items()} == {"lr": 0.1, "epochs": 3}

@@ -22,7 +22,7 @@ import pytest
 from _readers import scalars
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig, _pipeline
 from opusclip_track.backends import REGISTRY, Backend
-from opusclip_track.records import Histogram, Hparams, Record, RunStatus, Scalars, Text
+from opusclip_track.records import Histogram, Hyperparameters, Record, RunStatus, Scalars, Text
 
 
 def make(runs_dir: Path, **overrides: object) -> AdvancedExperimentTracker:
@@ -50,7 +50,7 @@ class RecordingBackend(Backend):
     def log_scalars(self, records: Sequence[Scalars]) -> None:
         self.records += records
 
-    def log_hparams(self, record: Hparams) -> None:
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
         self.records.append(record)
 
     def log_text(self, record: Text) -> None:
@@ -89,7 +89,7 @@ def test_records_the_store_cannot_hold_lose_only_themselves(
             if step == 20:
                 tracker._put(Text("b\udcff", "x", 20, time.time()), 64)  # not UTF-8
             if step == 30:
-                tracker._put(Hparams(circular, {}, time.time()), 64)  # not JSON
+                tracker._put(Hyperparameters(circular, {}, time.time()), 64)  # not JSON
         tracker.log_text("notes", "fine", step=49)
         assert not tracker.flush(), "flush() says that not everything reached the store"
         health = tracker.health
@@ -237,7 +237,7 @@ class FailsScalars(RecordingBackend):
 class FailsHparams(RecordingBackend):
     name = "fails_hparams"
 
-    def log_hparams(self, record: Hparams) -> None:
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
         raise ValueError("hparams rejected")
 
 

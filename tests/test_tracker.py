@@ -129,7 +129,7 @@ class ExplodingBackend(Backend):
     def log_scalars(self, records: object) -> None:
         raise ConnectionError("backend unreachable")
 
-    def log_hparams(self, record: object) -> None:
+    def log_hyperparameters(self, record: object) -> None:
         raise ConnectionError("backend unreachable")
 
     def close(self) -> None:
@@ -164,7 +164,7 @@ class SlowStartBackend(Backend):
     def log_scalars(self, records: object) -> None:
         pass
 
-    def log_hparams(self, record: object) -> None:
+    def log_hyperparameters(self, record: object) -> None:
         pass
 
     def close(self) -> None:
@@ -479,3 +479,22 @@ def test_log_text_redacts_secrets_in_free_text(runs_dir: Path) -> None:
     assert leaks == []
     texts = {e["name"]: e["data"]["text"] for e in RunStore(tracker.run_dir).events("text")}
     assert "redis://:" in texts["notes"] and "lr=0.1" in texts["cmd"], "the rest of the text is kept"
+
+
+def test_log_artifact_records_a_file_for_the_backends_and_checks_its_arguments(runs_dir: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "lora.safetensors"
+    weights.write_bytes(b"\x01" * 32)
+    with make(runs_dir) as tracker:
+        tracker.log_artifact(weights, "lora-adapter", type="model", aliases=["best"],
+                             metadata={"step": 3, "hf_token": "hf_0123456789"})
+        with pytest.raises(FileNotFoundError, match="path: expected an existing file.*a directory"):
+            tracker.log_artifact(tmp_path, "folder")
+        with pytest.raises(FileNotFoundError, match="path: expected an existing file"):
+            tracker.log_artifact(tmp_path / "missing.pt", "missing")
+        with pytest.raises(TypeError, match="aliases: expected a sequence of non-empty str"):
+            tracker.log_artifact(weights, "x", aliases="best")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="name: expected non-empty string"):
+            tracker.log_artifact(weights, " ")
+    (event,) = RunStore(tracker.run_dir).events("artifact")
+    assert event["name"] == "lora-adapter" and event["path"] == str(weights)
+    assert event["data"] == {"type": "model", "aliases": ["best"], "step": 3, "hf_token": "***REDACTED***"}

@@ -108,7 +108,7 @@ class ArtifactRecorder(Backend):
     def log_scalars(self, records: object) -> None:
         pass
 
-    def log_hparams(self, record: object) -> None:
+    def log_hyperparameters(self, record: object) -> None:
         pass
 
     def log_artifact(self, record: Artifact) -> None:

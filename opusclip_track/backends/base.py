@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..records import Artifact, ConfigUpdate, Graph, Histogram, Hparams, Media, Record, Rewind, RunStatus, Scalars, Text
+from ..records import (
+    Artifact,
+    ConfigUpdate,
+    Graph,
+    Histogram,
+    Hyperparameters,
+    Media,
+    Record,
+    Rewind,
+    RunStatus,
+    Scalars,
+    Text,
+)
 
 if TYPE_CHECKING:
     from ..config import TrackingConfig
@@ -43,8 +55,8 @@ class Backend(ABC):
         """Write resolved scalars (plain floats), in hand-over order."""
 
     @abstractmethod
-    def log_hparams(self, record: Hparams) -> None:
-        """Record hyperparameters (and summary metrics, when given)."""
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
+        """Record hyperparameters (and summary metrics, when given; they also arrive as ordinary scalars)."""
 
     def log_text(self, record: Text) -> None:
         """Write a text entry. Default: not supported, ignored."""
@@ -120,8 +132,8 @@ class Backend(ABC):
             self.log_histogram(record)
         elif isinstance(record, Media):
             self.log_media(record)
-        elif isinstance(record, Hparams):
-            self.log_hparams(record)
+        elif isinstance(record, Hyperparameters):
+            self.log_hyperparameters(record)
         elif isinstance(record, Artifact):
             self.log_artifact(record)
         elif isinstance(record, ConfigUpdate):
@@ -133,7 +145,7 @@ class Backend(ABC):
 
 
 def flatten(params: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
-    """`{"optim": {"lr": 1e-3}}` -> `{"optim/lr": 1e-3}`; backends with flat hparams use it."""
+    """`{"optim": {"lr": 1e-3}}` -> `{"optim/lr": 1e-3}`; backends with flat hyperparameters use it."""
     out: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import redact_secrets, redact_text
-from ..records import Artifact, Hparams, Media, RunStatus, Scalars, Text
+from ..records import Artifact, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend, flatten
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class MlflowBackend(Backend):
         for chunk in _chunks(metrics, MAX_METRICS_PER_REQUEST):
             self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
 
-    def log_hparams(self, record: Hparams) -> None:
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
         self._log_params(record.params)  # record.metrics arrive as ordinary scalars too
 
     def update_config(self, values: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..records import Graph, Histogram, Hparams, Media, RunStatus, Scalars, Text
+from ..records import Graph, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend, flatten
 
 _file_counter = itertools.count()
@@ -129,7 +129,7 @@ class TensorBoardBackend(Backend):
                                    bucket_limit=record.edges[1:].tolist(), bucket=record.counts.tolist())
         self._event(record.step, record.wall_time, [self._Summary.Value(tag=record.name, histo=proto)])
 
-    def log_hparams(self, record: Hparams) -> None:
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
         # Metric columns need nothing here: TensorBoard shows every scalar tag of the run, and the
         # tracker logs `record.metrics` as scalars too.
         params = {k: _hparam_value(v) for k, v in flatten(record.params).items()}
@@ -177,14 +177,19 @@ class TensorBoardBackend(Backend):
                                      session_log=SessionLog(status=SessionLog.START)))
 
     def log_media(self, record: Media) -> None:
+        """A table as Markdown text; a clip as an animated GIF and an image or figure as a PNG (Images tab)."""
         if record.kind == "table":
-            self.log_text(Text(record.name, record.encoded["markdown"].decode(), record.step,
-                               record.wall_time))
+            columns, rows = record.payload
+            self.log_text(Text(record.name, _markdown(columns, rows), record.step, record.wall_time))
             return
-        fmt = "gif" if record.kind == "video" else "png"
         height, width = record.options["height"], record.options["width"]
-        image = self._Summary.Image(height=height, width=width, colorspace=3,
-                                    encoded_image_string=record.encoded[fmt])
+        if record.kind != "video":
+            encoded = record.encoded["png"]
+        elif "gif" in record.encoded:
+            encoded = record.encoded["gif"]
+        else:  # a clip replayed from the store has its MP4 only
+            encoded, height, width = _gif_from_mp4(record.files["mp4"], record.options["fps"])
+        image = self._Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
         self._event(record.step, record.wall_time, [self._Summary.Value(tag=record.name, image=image)])
 
     def flush(self) -> None:
@@ -225,6 +230,26 @@ def _read_session_start(path: Path) -> tuple[dict[str, Any], float | None]:
                 params = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
                 return params, start.start_time_secs
     return {}, None
+
+
+def _gif_from_mp4(path: Path, fps: float) -> tuple[bytes, int, int]:
+    """The GIF TensorBoard plays, made from a clip's MP4 (H.264 is lossy: close to, not equal to, the GIF the
+    run itself would have written), with its height and width."""
+    from .. import media
+
+    frames, _ = media.read_video(path)  # (T, 3, H, W) uint8
+    array = frames.permute(0, 2, 3, 1).numpy()
+    return media.encode_gif(array, fps), int(array.shape[1]), int(array.shape[2])
+
+
+def _markdown(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _markdown_table(values: dict[str, Any]) -> str:

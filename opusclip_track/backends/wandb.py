@@ -29,7 +29,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ..records import Artifact, Histogram, Hparams, Media, RunStatus, Scalars, Text
+from ..records import Artifact, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend
 
 
@@ -116,7 +116,7 @@ class WandbBackend(Backend):
         # No `step=`: W&B numbers rows itself (`_step`), so a late row is never dropped or merged.
         self.run.log({**row, STEP_KEY: step})
 
-    def log_hparams(self, record: Hparams) -> None:
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
         self.run.config.update(record.params, allow_val_change=True)
         if record.metrics:
             self.run.summary.update(record.metrics)

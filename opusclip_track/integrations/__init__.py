@@ -10,14 +10,9 @@ Each module imports its framework, so import the one you use; this package impor
 from __future__ import annotations
 
 import dataclasses
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import TrackingConfig
-
-if TYPE_CHECKING:
-    from ..tracker import AdvancedExperimentTracker
 
 
 def tracking_config(run_name: str | None, config: TrackingConfig | None, options: dict[str, Any],
@@ -34,12 +29,3 @@ def tracking_config(run_name: str | None, config: TrackingConfig | None, options
     options = {"experiment_name": run_name or default_experiment, **options}
     return TrackingConfig(run_name=run_name, **options)
 
-
-def log_file_artifact(tracker: AdvancedExperimentTracker, path: str | Path, name: str,
-                      aliases: list[str], metadata: dict[str, Any]) -> None:
-    """Hand a file to every backend as a model artifact (W&B artifact, MLflow artifact, a store event)."""
-    from ..records import Artifact
-
-    # The tracker has no public hook for a file that is not its own checkpoint yet; this is the record its
-    # `close()` sends for the best checkpoint.
-    tracker._put(Artifact(name, Path(path), "model", aliases, metadata, time.time()), 1024)

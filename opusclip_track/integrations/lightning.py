@@ -32,7 +32,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without 
 
 from ..config import TrackingConfig
 from ..tracker import AdvancedExperimentTracker
-from . import log_file_artifact, tracking_config
+from . import tracking_config
 
 
 class OpusclipLogger(Logger):
@@ -131,7 +131,7 @@ class OpusclipLogger(Logger):
             best = callback.best_model_path
             if best:
                 info = _describe(callback)
-                log_file_artifact(self._tracker, best, f"model-{self.version}", ["best"], info)
+                self._tracker.log_artifact(best, f"model-{self.version}", "model", ["best"], info)
         self._tracker.close("failed" if status == "failed" else "finished")
         self._finalized = True
 
