@@ -10,44 +10,37 @@ store or the other backends. Every such event is counted in `Pipeline.health`.
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
-import os
-import re
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._backend_stage import BackendSlot
 from ._dispatch import Dispatcher
-from .backends import Backend
+from ._media_encoder import MediaEncoder, encoded_bytes
 from .config import redact_secrets
 from .records import (
-    HYPERPARAMETERS_EVENT,
-    Artifact,
     ConfigUpdate,
-    Graph,
+    EventRow,
     Histogram,
     Hyperparameters,
     Media,
     Record,
     Rewind,
     RunStatus,
+    ScalarRow,
     Scalars,
-    Text,
+    record_rows,
 )
 from .store import RunStore
 
 log = logging.getLogger("opusclip_track")
 
-MAX_ATTEMPTS = 5  # tries of one record by one backend before that backend gives it up
-MAX_RETRY_RECORDS = 100_000  # per backend; beyond this, the store alone keeps them (replay: `opusclip-track sync`)
 # Rows held in memory while the store cannot be written (about 100 bytes each: ~50 MB); beyond, the oldest
 # records are dropped and counted as lost.
 MAX_PENDING_ROWS = 500_000
@@ -97,52 +90,6 @@ def bin_histogram(record: Histogram) -> None:
                         "sum": float(finite.sum()), "sum_squares": float(np.dot(finite, finite)),
                         "nonfinite": nonfinite}
     record.values = None  # the raw tensor is no longer needed; free it early
-
-
-ScalarRow = tuple[str, int, float, float]
-EventRow = tuple[str, str, int | None, float, Any, str | None]
-
-
-def store_rows(records: Sequence[Record]) -> tuple[list[ScalarRow], list[EventRow]]:
-    """The rows a batch adds to the local store: scalars, then everything else as events."""
-    scalars: list[ScalarRow] = []
-    events: list[EventRow] = []
-    for record in records:
-        rows, event = record_rows(record)
-        scalars += rows
-        if event is not None:
-            events.append(event)
-    return scalars, events
-
-
-def record_rows(r: Record) -> tuple[list[ScalarRow], EventRow | None]:
-    """The store rows of one record: its scalar rows, or its one event row (None for a `Rewind`)."""
-    if isinstance(r, Scalars):
-        return [(k, r.step, r.wall_time, v) for k, v in r.values.items()], None
-    event: EventRow | None = None
-    if isinstance(r, Text):
-        event = ("text", r.name, r.step, r.wall_time, {"text": r.text}, None)
-    elif isinstance(r, Histogram):
-        data = {"edges": r.edges.tolist() if r.edges is not None else None,
-                "counts": r.counts.tolist() if r.counts is not None else None, "bins": r.bins, **(r.stats or {})}
-        event = ("histogram", r.name, r.step, r.wall_time, data, None)
-    elif isinstance(r, Hyperparameters):
-        event = (HYPERPARAMETERS_EVENT, HYPERPARAMETERS_EVENT, None, r.wall_time,
-                 {"params": r.params, "metrics": r.metrics}, None)
-    elif isinstance(r, Media):
-        main = r.files.get("mp4") or r.files.get("png") or r.files.get("json")
-        data = {"caption": r.caption, **r.options, "files": {k: str(p) for k, p in r.files.items()}}
-        if r.error is not None:
-            data["error"] = r.error
-        event = (r.kind, r.name, r.step, r.wall_time, data, str(main) if main else None)
-    elif isinstance(r, ConfigUpdate):
-        event = ("config", "config", None, r.wall_time, r.values, None)
-    elif isinstance(r, Graph):
-        event = ("graph", r.name, None, r.wall_time, {"num_nodes": r.num_nodes}, None)
-    elif isinstance(r, Artifact):
-        event = ("artifact", r.name, None, r.wall_time, {"type": r.type, "aliases": r.aliases, **r.metadata},
-                 str(r.path))
-    return [], event
 
 
 # ---- the store, record by record when it must be --------------------------------------------------------
@@ -296,140 +243,6 @@ class StoreWriter:
             log.warning(message, *args)
 
 
-# ---- backends, isolated ------------------------------------------------------------------------------
-@dataclass
-class BackendSlot:
-    """A backend plus its failure bookkeeping.
-
-    Records a backend fails on are kept and retried with the next batches (a service that was down comes
-    back); a record that still fails after `MAX_ATTEMPTS` tries is given up by this backend (it stays in the
-    local store, for `opusclip-track sync`). The first error is reported once, not once per record. Every
-    call into the backend is guarded against any exception, `SystemExit` and `KeyboardInterrupt` included
-    (a backend must not stop the worker). `given_up` counts exactly the records this backend never
-    received: given up after their tries, beyond `MAX_RETRY_RECORDS`, or still waiting at close.
-    """
-
-    backend: Backend
-    started: bool = False
-    errors: int = 0
-    given_up: int = 0
-    last_error: str | None = None
-    retry: list[Record] = field(default_factory=list)
-    attempts: dict[int, int] = field(default_factory=dict)
-    reported: bool = False
-    start_failures: int = 0
-    next_start: float = 0.0  # time.monotonic() before which a failed start is not tried again
-    got_hyperparameters: bool = False
-
-    @property
-    def name(self) -> str:
-        return str(self.backend.name)
-
-    def write(self, records: list[Record]) -> None:
-        pending = self.retry + records
-        if not self.started and not self._start():
-            kept = pending[-MAX_RETRY_RECORDS:]  # kept for when it starts; the store has them anyway
-            self._give_up(len(pending) - len(kept), "waiting for it to start")
-            self.retry = kept
-            return
-        failures = self._deliver(pending)
-        if self.retry and len(failures) < len(self.retry):
-            log.warning("backend %r recovered: wrote records it had missed", self.name)
-        self._keep_for_retry(failures)
-
-    def _deliver(self, records: list[Record]) -> list[tuple[Record, BaseException]]:
-        """Hand `records` to the backend's hooks, then flush it. A failed flush is an error of the backend,
-        not of the records (the hooks took them; writing them again would duplicate them)."""
-        try:
-            failures = self.backend.deliver(records)
-        except BaseException as exc:  # an error outside the per-record hooks: the whole batch is retried
-            failures = [(r, exc) for r in records]
-        try:
-            self.backend.flush()
-        except BaseException as exc:
-            self._error(exc, "failed to flush")
-        if not self.got_hyperparameters:
-            failed = {id(r) for r, _ in failures}
-            self.got_hyperparameters = any(isinstance(r, Hyperparameters) and id(r) not in failed for r in records)
-        return failures
-
-    def _start(self) -> bool:
-        """Start the backend, at most once per back-off period (10 s, doubling to 5 min) after a failure."""
-        if time.monotonic() < self.next_start:
-            return False
-        try:
-            self.backend.start()
-            self.started = True
-            return True
-        except BaseException as exc:
-            self.start_failures += 1
-            self.next_start = time.monotonic() + min(300.0, 10.0 * 2 ** (self.start_failures - 1))
-            self._error(exc, "could not start", "; its records stay in the local store and it will be tried again")
-            return False
-
-    def _error(self, exc: BaseException, what: str, then: str = "") -> None:
-        self.errors += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        if not self.reported:
-            self.reported = True
-            log.warning("backend %r %s (%s)%s (reported once; counts are in the run's health)", self.name, what,
-                        self.last_error, then)
-
-    def _give_up(self, n: int, why: str) -> None:
-        if n <= 0:
-            return
-        if self.given_up == 0:
-            log.warning("backend %r gave up %d record(s) %s (%s); they are in the local store (replay: "
-                        "`opusclip-track sync`; later give-ups are counted in the run's health)", self.name, n,
-                        why, self.last_error)
-        self.given_up += n
-
-    def _keep_for_retry(self, failures: list[tuple[Record, BaseException]]) -> None:
-        self.retry = []
-        for record, exc in failures:
-            self._error(exc, "failed", "; its records stay in the local store and are retried with the next batch")
-            tries = self.attempts.get(id(record), 0) + 1
-            if tries >= MAX_ATTEMPTS or len(self.retry) >= MAX_RETRY_RECORDS:
-                self._give_up(1, f"after {tries} tries")
-                self.attempts.pop(id(record), None)
-                continue
-            self.attempts[id(record)] = tries
-            self.retry.append(record)
-        live = {id(r) for r in self.retry}
-        self.attempts = {k: v for k, v in self.attempts.items() if k in live}
-
-    def close(self, status: RunStatus = "finished") -> None:
-        """A last try for what the backend missed, then close it with the run's status. Never raises."""
-        if self.started and self.retry:
-            failures = self._deliver(self.retry)
-            for _, exc in failures:
-                self._error(exc, "failed")
-            self.retry = [r for r, _ in failures]
-        self._give_up(len(self.retry), "still waiting to be retried at close" if self.started
-                      else "because it never started")
-        self.retry, self.attempts = [], {}
-        if not self.started:
-            return
-        try:
-            _close_backend(self.backend, status)
-        except BaseException as exc:
-            self._error(exc, "failed while closing")
-
-
-def _close_backend(backend: Backend, status: RunStatus) -> None:
-    """`backend.close(status)`; a backend written before `close` took the status is closed without it."""
-    try:
-        parameters = inspect.signature(backend.close).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a C method): call it the classic way
-        parameters = None  # type: ignore[assignment]
-    takes_status = parameters is not None and any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters)
-    if takes_status:
-        backend.close(status)
-    else:
-        backend.close()  # type: ignore[call-arg]
-
-
 class Pipeline:
     """The worker's `process(batch)`: resolve, write the store, then hand the batch to the backends' stage.
 
@@ -460,7 +273,7 @@ class Pipeline:
         records = self.writer.write(self._resolve(batch))
         if records:
             self.hyperparameters_sent += sum(isinstance(r, Hyperparameters) for r in records)
-            self.fanout.put(records, 256 * len(records) + sum(_media_bytes(r) for r in records))
+            self.fanout.put(records, 256 * len(records) + sum(encoded_bytes(r) for r in records))
 
     def _write_backends(self, batches: list[list[Record]]) -> None:
         records = [record for batch in batches for record in batch]
@@ -568,108 +381,3 @@ class Pipeline:
                           "(%s: %s); further failures of this kind are counted silently",
                           kind, type(exc).__name__, exc)
             return False
-
-
-# ---- media, encoded on the worker ---------------------------------------------------------------------
-class MediaEncoder:
-    """Turns a `Media` record's payload into files under `<run_dir>/media/` and bytes for the backends.
-
-    Video: uint8 frames -> MP4 (H.264, kept on disk, what W&B uploads) and an animated GIF (what TensorBoard
-    plays in its Images tab). Image and figure: PNG. Table: plain cells, kept as the payload, and JSON on disk.
-
-    A payload that cannot be converted raises (the record is skipped as bad). A file that cannot be written
-    (media folder not writable, full disk) does not lose the record: `record.error` says why, its store row
-    keeps it, and the backends still get what was encoded in memory. Counted in `write_errors`, reported once.
-    """
-
-    def __init__(self, media_dir: Path) -> None:
-        self.media_dir = media_dir
-        self.write_errors = 0
-        # Stems already used (files of a resumed run included): one listing here, not one per clip.
-        self._used = {p.stem for p in media_dir.iterdir()} if media_dir.is_dir() else set()
-
-    def __call__(self, record: Media) -> None:
-        from . import media
-
-        stem = self._stem(record)
-        if record.kind == "video":
-            payload = _wait_for_copy(record.payload)
-            opts = record.options
-            frames = media.video_to_frames(payload, layout=opts.pop("layout"), value_range=opts.pop("value_range"),
-                                           reference=_wait_for_copy(opts.pop("reference")))
-            fps = opts["fps"]
-            record.encoded["gif"] = media.encode_gif(frames, fps)
-            opts.update(frames=int(frames.shape[0]), height=int(frames.shape[1]), width=int(frames.shape[2]))
-            self._file(record, "mp4", lambda: media.encode_mp4(frames, self.media_dir / f"{stem}.mp4", fps))
-        elif record.kind in ("image", "figure"):
-            if record.kind == "figure":
-                array = media.render_figure(record.payload, close=record.options.pop("close"))
-            else:
-                opts = record.options
-                array = media.image_to_array(_wait_for_copy(record.payload), layout=opts.pop("layout"),
-                                             value_range=opts.pop("value_range"), nrow=opts.pop("nrow"))
-            png = media.encode_png(array)
-            record.encoded["png"] = png
-            record.options.update(height=int(array.shape[0]), width=int(array.shape[1]))
-            self._file(record, "png", lambda: _write_atomic(self.media_dir / f"{stem}.png", png))
-        elif record.kind == "table":
-            columns, rows = record.payload
-            rows = [[_plain_cell(v) for v in row] for row in rows]
-            record.payload = (columns, rows)
-            data = json.dumps({"columns": list(columns), "rows": rows}, default=str).encode()
-            self._file(record, "json", lambda: _write_atomic(self.media_dir / f"{stem}.json", data))
-        record.payload = None if record.kind != "table" else record.payload  # free the frames early
-
-    def _file(self, record: Media, fmt: str, write: Callable[[], Path]) -> None:
-        try:
-            record.files[fmt] = write()
-        except OSError as exc:
-            self.write_errors += 1
-            record.error = f"{fmt} file not written: {type(exc).__name__}: {exc}"
-            if self.write_errors == 1:
-                log.warning("opusclip-track: a %s file could not be written under %s (%s: %s); the record is kept "
-                            "in the store with this error (later ones are counted in the run's health)", fmt,
-                            self.media_dir, type(exc).__name__, exc)
-
-    def _stem(self, record: Media) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.name).strip("_") or record.kind
-        stem = f"{safe}_step{record.step:08d}"
-        n = 1
-        while stem in self._used:  # the same name logged twice at one step
-            stem = f"{safe}_step{record.step:08d}_{n}"
-            n += 1
-        self._used.add(stem)
-        return stem
-
-
-def _media_bytes(record: Record) -> int:
-    if isinstance(record, Media):
-        return sum(len(b) for b in record.encoded.values())
-    return 0
-
-
-def _wait_for_copy(payload: Any) -> Any:
-    """A device-to-host copy started on the caller's thread travels as (tensor, event): wait for it here."""
-    if isinstance(payload, tuple):
-        tensor, event = payload
-        event.synchronize()
-        return tensor
-    return payload
-
-
-def _plain_cell(value: Any) -> Any:
-    """A table cell as plain data: a one-element tensor or a NumPy scalar is its number, arrays are lists."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return value.item() if value.numel() == 1 and value.dim() == 0 else value.tolist()
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    return value
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path

@@ -150,7 +150,43 @@ class Rewind:
 Record = Scalars | Hyperparameters | Text | Histogram | Media | Artifact | ConfigUpdate | Graph | Rewind
 
 
-# ---- back from the store ----------------------------------------------------------------------------------
+# ---- into the store and back -----------------------------------------------------------------------------
+ScalarRow = tuple[str, int, float, float]
+"""A scalar's row in the store: `(key, step, wall_time, value)`."""
+EventRow = tuple[str, str, int | None, float, Any, str | None]
+"""Any other record's row in the store: `(kind, name, step, wall_time, data, path)`."""
+
+
+def record_rows(r: Record) -> tuple[list[ScalarRow], EventRow | None]:
+    """The store rows of one record: its scalar rows, or its one event row (None for a `Rewind`)."""
+    if isinstance(r, Scalars):
+        return [(k, r.step, r.wall_time, v) for k, v in r.values.items()], None
+    event: EventRow | None = None
+    if isinstance(r, Text):
+        event = ("text", r.name, r.step, r.wall_time, {"text": r.text}, None)
+    elif isinstance(r, Histogram):
+        data = {"edges": r.edges.tolist() if r.edges is not None else None,
+                "counts": r.counts.tolist() if r.counts is not None else None, "bins": r.bins, **(r.stats or {})}
+        event = ("histogram", r.name, r.step, r.wall_time, data, None)
+    elif isinstance(r, Hyperparameters):
+        event = (HYPERPARAMETERS_EVENT, HYPERPARAMETERS_EVENT, None, r.wall_time,
+                 {"params": r.params, "metrics": r.metrics}, None)
+    elif isinstance(r, Media):
+        main = r.files.get("mp4") or r.files.get("png") or r.files.get("json")
+        data = {"caption": r.caption, **r.options, "files": {k: str(p) for k, p in r.files.items()}}
+        if r.error is not None:
+            data["error"] = r.error
+        event = (r.kind, r.name, r.step, r.wall_time, data, str(main) if main else None)
+    elif isinstance(r, ConfigUpdate):
+        event = ("config", "config", None, r.wall_time, r.values, None)
+    elif isinstance(r, Graph):
+        event = ("graph", r.name, None, r.wall_time, {"num_nodes": r.num_nodes}, None)
+    elif isinstance(r, Artifact):
+        event = ("artifact", r.name, None, r.wall_time, {"type": r.type, "aliases": r.aliases, **r.metadata},
+                 str(r.path))
+    return [], event
+
+
 def from_store_event(event: dict[str, Any]) -> Record | None:
     """The record that wrote `event`, a row of `RunStore.events()` (`kind`, `name`, `step`, `wall_time`, `data`,
     `path`), as a backend would have received it during the run; None for what cannot be replayed.

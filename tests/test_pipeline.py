@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from _readers import scalars
-from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig, _pipeline
+from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig, _backend_stage
 from opusclip_track.backends import REGISTRY, Backend
 from opusclip_track.records import Histogram, Hyperparameters, Record, RunStatus, Scalars, Text
 
@@ -252,7 +252,7 @@ def test_health_counts_exactly_what_each_stage_missed(
         runs_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     for cls in (FailsScalars, FailsHparams, NeverStarts):
         monkeypatch.setitem(REGISTRY, cls.name, f"{__name__}:{cls.__name__}")
-    monkeypatch.setattr(_pipeline, "MAX_RETRY_RECORDS", 4)  # so that the bound on held records is reached too
+    monkeypatch.setattr(_backend_stage, "MAX_RETRY_RECORDS", 4)  # so that the bound on held records is reached too
     tracker = make(runs_dir, backends=["fails_scalars", "fails_hparams", "never_starts"])
     tracker.log_hyperparameters({"lr": 0.1})
     for step in range(7):  # one flush per step: each failing record is tried once per batch, 5 tries at most
