@@ -31,14 +31,17 @@ def test_reader_api_lists_keys_histories_config_and_runs(runs_dir: Path) -> None
     assert list_runs(runs_dir) == [tracker.run_dir]
 
 
-def test_store_is_plain_sqlite_in_wal_mode(runs_dir: Path) -> None:
+def test_store_is_plain_sqlite_in_wal_mode_with_a_summary_row_per_key(runs_dir: Path) -> None:
     with AdvancedExperimentTracker(TrackingConfig(experiment_name="s", log_dir=str(runs_dir),
                                                   use_wandb=False)) as tracker:
         tracker.log_metrics({"a": 1.5}, step=4)
     conn = sqlite3.connect(tracker.run_dir / "run.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    rows = conn.execute("SELECT k.name, s.step, s.value FROM scalars s JOIN keys k ON k.id = s.key_id").fetchall()
-    assert rows == [("a", 4, 1.5)]
+    rows = conn.execute("SELECT k.name, s.n, s.last_step, s.last_value FROM scalar_summary s "
+                        "JOIN keys k ON k.id = s.key_id").fetchall()
+    assert rows == [("a", 1, 4, 1.5)]
+    assert conn.execute("SELECT COUNT(*) FROM scalar_tail").fetchone() == (0,), "compacted at close"
+    assert conn.execute("SELECT COUNT(*) FROM scalar_chunks").fetchone() == (1,)
 
 
 def test_opening_a_missing_store_names_the_path(tmp_path: Path) -> None:
