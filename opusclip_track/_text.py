@@ -1,4 +1,5 @@
-"""Plain-text output shared by the command line and the summaries: one aligned table.
+"""Plain-text output shared by the command line and the summaries: one aligned table, one number format, and
+values made strict JSON.
 
 A leaf module (standard library only), so the command line can print tables without importing torch.
 
@@ -12,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["format_table"]
+__all__ = ["format_number", "format_table", "plain_json"]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, align: str | None = None) -> str:
@@ -48,3 +51,25 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, align:
 def _line(cells: Sequence[str], widths: list[int], align: str) -> str:
     padded = (str(c).rjust(w) if a == ">" else str(c).ljust(w) for c, w, a in zip(cells, widths, align, strict=True))
     return "  ".join(padded).rstrip()
+
+
+def format_number(value: Any, *, missing: str = "-") -> str:
+    """A table cell for a value: floats to 6 significant digits (`0.0369512` -> `"0.0369512"`, `1e-07`), None as
+    `missing`, anything else as `str(value)` (ints stay exact)."""
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def plain_json(value: Any) -> Any:
+    """`value` as strict JSON data (`json.dumps(..., allow_nan=False)` accepts it): NaN and +-inf become the strings
+    `"nan"`, `"inf"`, `"-inf"`, tuples become lists, keys become strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    return value
