@@ -2,13 +2,13 @@
 
 Each subcommand is registered by one small function that adds its parser and sets `func`, a handler taking
 the parsed arguments and returning the exit code: `eval` in `cli/eval.py`, `weights` in `cli/weights.py`,
-`runs` and `sync` in `runs_cli.py`, `report` in `report/cli.py`. Building the parser imports no torch: a
-command loads what it needs when it runs, so `--help`, `runs list` and `weights list` start in a fraction of a
-second.
+`runs` in `cli/runs.py`, `sync` in `cli/sync.py` (the replay itself is `opusclip_track.sync`), `report` in
+`report/cli.py`. Building the parser imports no torch: a command loads what it needs when it runs, so `--help`,
+`runs list` and `weights list` start in a fraction of a second.
 
     opusclip-track eval --generated samples/ --reference real/ --metrics psnr,ssim,flicker --json scores.json
     opusclip-track weights list | download --all | verify
-    opusclip-track runs list | show RUN | compare RUN RUN ...
+    opusclip-track runs list | show RUN | compare RUN RUN ... --keys 'video/*' --json
     opusclip-track sync RUN --to wandb
     opusclip-track report 'runs/compare-*' --out report.html --json stats.json
     python -m opusclip_track.cli eval ...
@@ -33,9 +33,10 @@ _USER_ERRORS = (ValueError, OSError)
 def build_parser() -> argparse.ArgumentParser:
     """The `opusclip-track` parser with every available subcommand."""
     # Imported here rather than at the top so that `import opusclip_track.cli` stays free of numpy, which the
-    # run store's record types import (~0.1 s); building the parser is the first moment it is needed.
+    # run store and the record types import (~0.1 s); building the parser is the first moment it is needed.
+    from opusclip_track.cli.runs import add_runs_parser
+    from opusclip_track.cli.sync import add_sync_parser
     from opusclip_track.report.cli import add_report_parser
-    from opusclip_track.runs_cli import add_runs_parser
 
     parser = argparse.ArgumentParser(prog=PROG, description="Experiment tracking and evaluation for "
                                      "video-generation research.")
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(subparsers)
     add_weights_parser(subparsers)
     add_runs_parser(subparsers)
+    add_sync_parser(subparsers)
     add_report_parser(subparsers)
     return parser
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .._text import format_table
+from .._text import format_number, format_table
 from ..config import redact_secrets
 from ._study import TPE_STARTUP_TRIALS, no_experimental_warnings
 from .config import Goal, SweepConfig
@@ -85,8 +85,8 @@ class SweepResult:
         """A plain-text table of trials: number, state, value, parameters; the best is marked `*`."""
         names = list(dict.fromkeys(k for t in self.trials for k in t.params))
         header = ["", "trial", "state", self.metric, *names]
-        rows = [["*" if t.number == self.best_number else "", str(t.number), t.state, _fmt(t.value),
-                 *(_fmt(t.params.get(n, "")) for n in names)] for t in self.trials]
+        rows = [["*" if t.number == self.best_number else "", str(t.number), t.state, format_number(t.value),
+                 *(format_number(t.params.get(n, "")) for n in names)] for t in self.trials]
         return format_table(header, rows)
 
     def format_importances(self) -> str | None:
@@ -98,19 +98,11 @@ class SweepResult:
 
     def __str__(self) -> str:
         best = ("no completed trial" if self.best_number is None else
-                f"best trial {self.best_number}: {self.metric}={_fmt(self.best_value)} {self.best_params}")
+                f"best trial {self.best_number}: {self.metric}={format_number(self.best_value)} {self.best_params}")
         lines = [f"sweep {self.name!r} ({self.goal} {self.metric}): {best}", *(f"note: {n}" for n in self.notes),
                  self.format_table()]
         importances = self.format_importances()
         return "\n".join([*lines, importances] if importances else lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def record(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -165,7 +157,7 @@ def _varying_params(done: list[optuna.trial.FrozenTrial]) -> tuple[list[str], st
                     f"has {len(done)}")
     if len({t.value for t in done}) < 2:  # fANOVA has no variance to split ("zero total variance")
         return [], (f"parameter importances need completed trials with different results; all {len(done)} "
-                    f"gave {_fmt(done[0].value)}")
+                    f"gave {format_number(done[0].value)}")
     names = list(dict.fromkeys(name for t in done for name in t.params))
     varying = [n for n in names if len({repr(t.params.get(n)) for t in done}) >= 2]
     fixed = [n for n in names if n not in varying]
