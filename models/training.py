@@ -39,6 +39,7 @@ from opusclip_track.config import SEED_API_FIELDS, TrackingConfig
 from opusclip_track.data import Background, SyntheticVideoDataset
 from opusclip_track.metrics import MetricName, VideoMetrics, available_metrics
 from opusclip_track.metrics.collection import check_metric_names
+from opusclip_track.metrics.names import PER_FRAME_TABLE, per_frame_table
 from opusclip_track.system import ThroughputMeter
 from opusclip_track.tracker import AdvancedExperimentTracker
 
@@ -190,7 +191,6 @@ def build_model_for(cfg: TrainConfig) -> FramePredictor:
 # evaluation
 
 
-@torch.no_grad()
 def evaluate(model: FramePredictor, loader: DataLoader[Tensor] | list[Tensor], *,
              metrics: tuple[MetricName, ...] = ("psnr", "ssim"), device: str | torch.device | None = None,
              weights_dir: str | None = None, amp: bool = False) -> dict[str, float]:
@@ -211,6 +211,15 @@ def evaluate(model: FramePredictor, loader: DataLoader[Tensor] | list[Tensor], *
     Returns:
         `{"val/loss": mean squared error, "video/psnr": ..., ...}`.
     """
+    return _evaluate(model, loader, metrics=metrics, device=device, weights_dir=weights_dir, amp=amp)[0]
+
+
+@torch.no_grad()
+def _evaluate(model: FramePredictor, loader: DataLoader[Tensor] | list[Tensor], *, metrics: tuple[MetricName, ...],
+              device: str | torch.device | None, weights_dir: str | None,
+              amp: bool) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """`evaluate`'s numbers, and the per-frame curves of PSNR/SSIM/LPIPS (`{"video/psnr": [one per future
+    frame]}`, mean over clips; empty when none of them is computed)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     t_ctx, t_future = model.config.context_frames, model.config.future_frames
     frame_names = tuple(m for m in metrics if m != "fvd")
@@ -243,7 +252,8 @@ def evaluate(model: FramePredictor, loader: DataLoader[Tensor] | list[Tensor], *
     for collection in (frame_metrics, clip_metrics):
         if collection is not None:
             results.update(collection.compute())
-    return results
+    curves = {key: curve.tolist() for key, curve in frame_metrics.compute_curves().items()} if frame_metrics else {}
+    return results, curves
 
 
 def split_available_metrics(wanted: tuple[MetricName, ...],
@@ -278,8 +288,9 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     Args:
         model: A `FramePredictor` whose frame counts and size match `cfg` (`build_model_for(cfg)`).
         cfg: The recipe.
-        tracker: Receives `train/*` every `log_every` steps, `val/loss` and `video/*` at every evaluation,
-            sample clips under `samples/prediction`, hyperparameters, the architecture and checkpoints; its
+        tracker: Receives `train/*` every `log_every` steps, `val/loss` and `video/*` at every evaluation with
+            the per-frame quality table `video/per_frame` (PSNR/SSIM/LPIPS per future frame), sample clips under
+            `samples/prediction`, hyperparameters, the architecture and checkpoints; its
             run config gets `train`: the recipe as it runs (resolved device, `total_steps`, ...). A recipe
             field its TrackingConfig sets (`learning_rate`, `batch_size`, ...) must equal `cfg`'s, else
             `ValueError` (`TrainConfig.from_dict(data, tracking=...)` applies them).
@@ -317,15 +328,19 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     num_samples = min(cfg.sample_clips, _num_clips(val_data, "val_data"))
     samples = torch.stack([val_data[i] for i in range(num_samples)]) if num_samples else None  # (S, T, C, H, W)
     used = _settings_used(cfg, device, total_steps, steps_per_epoch, amp_dtype)
-    tracker.update_config({"train": used})  # the values this run uses, beside the tracker's settings
+    # The values this run uses, beside the tracker's settings (also on resume, when the hyperparameters, the same
+    # `train` entry and the model's size, are not logged again).
+    tracker.update_config({"train": used})
     if start_step == 0:
         tracker.log_hyperparameters(_hyperparameters(used, model, metrics))
         tracker.log_model_architecture(model)
 
     def run_eval(step: int) -> dict[str, float]:
-        results = evaluate(model, val_loader, metrics=metrics, device=device, weights_dir=cfg.weights_dir,
-                           amp=amp_dtype is not None)
+        results, curves = _evaluate(model, val_loader, metrics=metrics, device=device, weights_dir=cfg.weights_dir,
+                                    amp=amp_dtype is not None)
         tracker.log_metrics(results, step=step)
+        if curves:  # quality against generated-frame index: where along the horizon the prediction collapses
+            tracker.log_table(f"video/{PER_FRAME_TABLE}", *per_frame_table(curves), step=step)
         if samples is not None:
             _log_samples(tracker, model, samples, cfg, step, device)
         if checkpoints and step > 0:
@@ -581,6 +596,8 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 def _hyperparameters(used: dict[str, Any], model: FramePredictor, metrics: tuple[str, ...]) -> dict[str, Any]:
+    """The recipe under `train`, as the run config holds it, so W&B's config (where hyperparameters and the run
+    config meet) and MLflow's params keep one copy of it; TensorBoard's HParams shows it as `train/lr`, ..."""
     model_config = dataclasses.asdict(model.config)  # type: ignore[call-overload]
-    return {**used, "model_config": model_config, "num_parameters": model.num_parameters(),
+    return {"train": used, "model_config": model_config, "num_parameters": model.num_parameters(),
             "metrics_computed": list(metrics)}

@@ -144,7 +144,8 @@ def test_compare_models_trains_both_and_logs_the_comparison(tmp_path: Path) -> N
         hp = tensorboard_accumulator(runs[name]).PluginTagToContent("hparams")
         start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
         hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
-        assert (hparams["model"], hparams["seed"], hparams["batch_size"], hparams["total_steps"]) == (model, 0, 2, 4)
+        assert (hparams["train/model"], hparams["train/seed"], hparams["train/batch_size"],
+                hparams["train/total_steps"]) == (model, 0, 2, 4)
         # Logged once per run (by train), and its metrics not a second time beside them.
         store = RunStore(runs[name])
         assert len(store.events("hparams")) == 1

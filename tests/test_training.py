@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -71,6 +72,34 @@ def test_tiny_run_logs_losses_metrics_samples_and_checkpoints(capsys: pytest.Cap
         f"samples_prediction_step{s:08d}.mp4" for s in (0, 3, 6)]
     manifest = sorted(p.name for p in (Path("checkpoints") / "tiny").glob("ckpt-*.pt"))
     assert manifest == ["ckpt-step00000003.pt", "ckpt-step00000006.pt"]
+
+
+def test_each_evaluation_logs_per_frame_quality_that_the_report_draws(tmp_path: Path) -> None:
+    """The report's per-frame section was empty for every run `train` made: it logged no `video/per_frame`."""
+    import json
+
+    from opusclip_track.report import build_report
+
+    cfg = TrainConfig(**TINY, max_steps=2, eval_every=2, log_every=1)
+    with tracker_for("per-frame") as tracker:
+        train(build_model_for(cfg), cfg, tracker, checkpoints=False)
+        run_dir = tracker.run_dir
+    store = RunStore(run_dir)
+    tables = store.events("table", "video/per_frame")
+    assert [e["step"] for e in tables] == [0, 2]  # one per evaluation
+    for event in tables:
+        table = json.loads(Path(event["path"]).read_text())
+        assert table["columns"] == ["t", "psnr", "ssim"]
+        assert [row[0] for row in table["rows"]] == list(range(cfg.future_frames))
+        for i, key in ((1, "video/psnr"), (2, "video/ssim")):  # the score is the mean of its per-frame curve
+            (logged,) = [v for step, _, v in store.history(key) if step == event["step"]]
+            assert sum(row[i] for row in table["rows"]) / cfg.future_frames == pytest.approx(logged, rel=1e-5)
+    build_report([str(run_dir)], tmp_path / "r.html", json_path=tmp_path / "s.json")
+    section = (tmp_path / "r.html").read_text().split('<section id="per-frame"', 1)[1].split("</section>", 1)[0]
+    assert "No run logged a per-frame table" not in section
+    charts = [chart.split("</figure>")[0] for chart in section.split('<figure class="chart"')[1:]]
+    assert [c.split('data-key="')[1].split('"')[0] for c in charts] == ["video/psnr", "video/ssim"]
+    assert all("(step 2)" in c and c.count("<circle") == 2 * cfg.future_frames for c in charts)  # the last one
 
 
 class _CrashAfter(Dataset[Tensor]):
@@ -190,6 +219,15 @@ def test_the_run_config_records_the_values_the_run_used_and_no_default_it_did_no
     wandb_config = read_wandb_run(run_dir)["config"]
     assert "learning_rate" not in wandb_config and "max_epochs" not in wandb_config
     assert wandb_config["train"]["lr"] == 2e-3 and wandb_config["train"]["batch_size"] == 4
+    # One copy of the recipe: the hyperparameters hold it under the same `train` key as the run config (W&B's
+    # config had it twice, flat `lr`, `batch_size`, ... beside `train.lr`, ...), and HParams compares on it.
+    assert not {"lr", "batch_size", "epochs", "total_steps", "device", "model"} & set(wandb_config)
+    assert wandb_config["train"] == used and wandb_config["num_parameters"] > 0
+    start = plugin_data_pb2.HParamsPluginData.FromString(tensorboard_accumulator(run_dir).PluginTagToContent(
+        "hparams")["_hparams_/session_start_info"]).session_start_info
+    hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    assert (hparams["train/lr"], hparams["train/batch_size"], hparams["train/total_steps"]) == (2e-3, 4, 2)
+    assert "lr" not in hparams and hparams["model_config/width"] == 16
 
 
 def test_a_recipe_setting_given_to_the_tracker_is_used_or_an_error_never_ignored() -> None:

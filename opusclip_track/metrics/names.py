@@ -1,12 +1,14 @@
-"""The names of the video metrics and the weights files they load: plain data, no torch.
+"""The names of the video metrics, the weights files they load, which way each is better, and the layout of the
+per-frame quality table: plain data, no torch.
 
-What the command line needs to check `--metrics` and to say which weights files a metric requires, without
-loading torch or torchmetrics (about 3 s) to do it. `collection.py` builds the metrics behind these names.
+What the command line needs to check `--metrics`, to say which weights files a metric requires and to state a
+metric's better direction in a report, without loading torch or torchmetrics (about 3 s) to do it.
+`collection.py` builds the metrics behind these names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, get_args
 
 MetricName = Literal["psnr", "ssim", "lpips", "fid", "is", "fvd", "flicker"]
@@ -24,6 +26,30 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "psnr": True, "ssim": True, "lpips": False, "fid": False, "is": True, "fvd": False, "flicker": False,
     "temporal_diff": None, "is_std": None,
 }
+
+
+# The table of quality against generated-frame index is logged as `<prefix>/per_frame` (`video/per_frame`):
+# column `t`, then one column per per-frame metric. The report's per-frame section reads it.
+PER_FRAME_TABLE = "per_frame"
+
+
+def per_frame_table(curves: Mapping[str, Sequence[float]]) -> tuple[list[str], list[list[float]]]:
+    """The `<prefix>/per_frame` table of per-timestep curves: columns `t` then each metric's name (its `video/`
+    prefix dropped), one row per generated frame index.
+
+    Args:
+        curves: `VideoMetrics.compute_curves()` as lists (`{"video/psnr": [...], ...}`), all of one length.
+
+    Example:
+        >>> per_frame_table({"video/psnr": [30.0, 24.5], "video/ssim": [0.9, 0.7]})
+        (['t', 'psnr', 'ssim'], [[0, 30.0, 0.9], [1, 24.5, 0.7]])
+    """
+    lengths = {name: len(curve) for name, curve in curves.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"curves: expected curves of one length (one value per frame), received lengths {lengths}")
+    columns = ["t", *(name.removeprefix("video/") for name in curves)]
+    rows = [[t, *(float(curve[t]) for curve in curves.values())] for t in range(max(lengths.values(), default=0))]
+    return columns, rows
 
 
 def check_metric_names(metrics: Iterable[str], *, name: str = "metrics") -> tuple[MetricName, ...]:
