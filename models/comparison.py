@@ -2,16 +2,18 @@
 
 Each (model, seed) is its own tracked run in one group, with its hyperparameters (logged once, by `train`)
 beside its metrics in TensorBoard's HParams view and W&B's runs table; a `<group>-summary` run logs the
-comparison (`<ModelName>/val_loss`, `<ModelName>/training_time`, ..., a table and a bar chart). Used by
-`scripts/compare_models.py`.
+comparison (`<ModelName>/val_loss`, `<ModelName>/training_time`, ..., a table and a bar chart), and an offline
+HTML report of the runs grouped by model (`<log_dir>/<group>/report.html`, every number in `stats.json`) adds
+curves, per-frame quality, clips in lock-step and statistics over seeds. Used by `scripts/compare_models.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models import MODELS
 from models.training import TrainConfig, build_model_for, train
@@ -19,6 +21,8 @@ from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 from opusclip_track.compare import ModelComparison, log_comparison, summarize
 
 COMPARED_METRICS = ["val_loss", "video/psnr", "video/ssim", "training_time", "num_parameters"]
+# The report's keys: its defaults (train/loss, val/loss, video/*) and the training time, as compared above.
+REPORT_KEYS = ("train/loss", "val/loss", "video/*", "train/time_s")
 
 
 @dataclass
@@ -34,6 +38,8 @@ class ComparisonConfig:
     checkpoint_dir: str = "checkpoints"
     use_wandb: bool = True
     progress: bool = True  # a progress bar per run on stderr, labelled with the model and seed
+    report: bool = True  # write report_path(log_dir, group) and stats.json beside it at the end
+    command: str | None = None  # the command line that ran the comparison, shown in the report
 
 
 def compare_models(cfg: ComparisonConfig,
@@ -47,6 +53,7 @@ def compare_models(cfg: ComparisonConfig,
     group = cfg.group or f"{cfg.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     label_width = max(len(MODELS[name][1].__name__) for name in cfg.models)
     results: dict[str, list[dict[str, float]]] = {}
+    run_dirs: list[Path] = []
     for model_name in cfg.models:
         class_name = MODELS[model_name][1].__name__  # VideoGenerationModel, TransformerModel
         for seed in cfg.seeds:
@@ -63,6 +70,7 @@ def compare_models(cfg: ComparisonConfig,
                 run = train(model, train_cfg, tracker, progress=label if cfg.progress else False)
                 run = {**run, "val_loss": run["val/loss"], "training_time": run["train_time_s"],
                        "num_parameters": float(model.num_parameters())}
+            run_dirs.append(tracker.run_dir)
             results.setdefault(class_name, []).append(run)
             if on_run is not None:
                 on_run(class_name, seed, run)
@@ -73,4 +81,24 @@ def compare_models(cfg: ComparisonConfig,
     with AdvancedExperimentTracker(summary) as tracker:
         log_comparison(tracker, comparison)
         tracker.log_text("comparison/summary", f"```\n{comparison.format_table()}\n```")
+    if cfg.report:
+        write_report(run_dirs, report_path(cfg.log_dir, group), title=f"{group}: {', '.join(results)} over "
+                     f"seeds {', '.join(map(str, cfg.seeds))}", command=cfg.command)
     return comparison
+
+
+def report_path(log_dir: str | Path, group: str) -> Path:
+    """Where `compare_models` writes the report of a group's runs: `<log_dir>/<group>/report.html`."""
+    return Path(log_dir) / group / "report.html"
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, title: str | None = None,
+                 command: str | None = None) -> Path:
+    """The offline HTML report of compared runs, grouped by model (`train.model`), with every number in
+    `stats.json` beside it: the same final values `summarize` compares (`val/loss`, `video/*`, `train/time_s`),
+    plus 95% intervals, Welch's t-test and Hedges' g between models. Returns the page's path."""
+    from opusclip_track.report.build import build_report
+
+    out = Path(out)
+    return build_report([str(d) for d in run_dirs], out, keys=REPORT_KEYS, group_by="train.model",
+                        json_path=out.with_name("stats.json"), title=title, command=command).html

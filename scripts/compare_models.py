@@ -6,8 +6,12 @@ TensorBoard text), a bar chart and the HParams view, and the table is printed.
 
     python scripts/compare_models.py                      # both models, seed 0, ~3 minutes on 2 CPU cores
     python scripts/compare_models.py --seeds 0 1 2        # mean and standard deviation over seeds
+    python scripts/compare_models.py --seeds 0 1 --no-report
 
-Each run shows a progress bar on stderr while it trains. Run it from a checkout: the example models live in
+At the end it writes an offline HTML report of the runs grouped by model, `<log-dir>/<group>/report.html`
+(curves, per-frame quality, clips in lock-step, 95% intervals and Welch's t-test over seeds; every number in
+`stats.json` beside it), and prints where it is; `--no-report` skips it. Each run shows a progress bar on stderr
+while it trains. Run it from a checkout: the example models live in
 the repository's `models/`, not in the installed package.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `models` (not installed) from this checkout
 
 from models import MODELS  # noqa: E402
-from models.comparison import ComparisonConfig, compare_models  # noqa: E402
+from models.comparison import ComparisonConfig, compare_models, report_path  # noqa: E402
 from models.training import TrainConfig, resolve_device  # noqa: E402
+from opusclip_track.config import redact_argv  # noqa: E402
 
 
 @dataclass
@@ -39,6 +45,7 @@ class Args:
     log_dir: str = "runs"
     checkpoint_dir: str = "checkpoints"
     no_wandb: bool = False
+    no_report: bool = False
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -55,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--log-dir", default=defaults.log_dir)
     parser.add_argument("--checkpoint-dir", default=defaults.checkpoint_dir)
     parser.add_argument("--no-wandb", action="store_true")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip the HTML report (<log-dir>/<group>/report.html and stats.json)")
     namespace = parser.parse_args(argv)
     return Args(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(Args)})
 
@@ -67,14 +76,19 @@ def main(argv: list[str] | None = None) -> None:
         resolve_device(train.device, "--device")
     except ValueError as error:
         raise SystemExit(f"compare_models: {error}") from error
+    command = shlex.join(["python", "scripts/compare_models.py", *redact_argv(sys.argv[1:] if argv is None else argv)])
     config = ComparisonConfig(models=args.models, seeds=args.seeds, train=train, group=args.group,
-                              log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir, use_wandb=not args.no_wandb)
+                              log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir, use_wandb=not args.no_wandb,
+                              report=not args.no_report, command=command)
     comparison = compare_models(config, on_run=lambda model, seed, run: print(
         f"{model} seed {seed}: val/loss {run['val/loss']:.4g}, psnr {run.get('video/psnr', float('nan')):.2f} dB, "
         f"{run['train_time_s']:.0f} s", flush=True))
     print(comparison.format_table())
     print(f"\nruns of group {comparison.group!r} under {args.log_dir}/; compare them with: "
           f"tensorboard --logdir={args.log_dir}")
+    if config.report:
+        report = report_path(args.log_dir, str(comparison.group))
+        print(f"report: {report} (every number in {report.with_name('stats.json')})")
 
 
 if __name__ == "__main__":

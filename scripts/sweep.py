@@ -8,9 +8,10 @@
 Swept parameters named like `TrainConfig` fields or their aliases (`lr`/`learning_rate`, `batch_size`,
 `epochs`/`max_epochs`, `max_steps`, ...) set those; any other name is a model option (`width`, `n_layer`, ...);
 everything else comes from the tiny CPU recipe in `models/sweep_recipe.py`. Each trial is a tracked run under
-`<root>/<sweep>/` (`tensorboard --logdir=runs`); interrupting and running the same command again resumes the
-sweep (`--fresh` starts it anew, keeping the old one). Exit status: 0 done (or already complete), 1 every
-trial of this run failed or W&B is unreachable, 2 the sweep is invalid (nothing ran).
+`<root>/<sweep>/` (`tensorboard --logdir=runs`), and `<root>/<sweep>/report.html` shows them best first with the
+parallel coordinates and parameter importances (`--no-report` skips it); interrupting and running the same
+command again resumes the sweep (`--fresh` starts it anew, keeping the old one). Exit status: 0 done (or already
+complete), 1 every trial of this run failed or W&B is unreachable, 2 the sweep is invalid (nothing ran).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class Args:
                 "changing the search space"})
     wandb: bool = field(default=False, metadata={
         "help": "also log each trial to W&B (offline without an API key); TensorBoard and the store always"})
+    no_report: bool = field(default=False, metadata={
+        "help": "skip the HTML report of the trial runs (<root>/<name>/report.html: trials best first, parallel "
+                "coordinates, parameter importances, curves)"})
     project: str | None = field(default=None, metadata={"help": "W&B project (engine wandb)"})
     entity: str | None = field(default=None, metadata={"help": "W&B entity (engine wandb)"})
 
@@ -104,7 +108,7 @@ def run(args: Args) -> SweepResult | None:
     try:
         return run_sweep(config, objective, count=args.count, workers=args.workers, storage=args.storage,
                          root=args.root, seed=args.seed, tracking=tracking, fresh=args.fresh,
-                         on_trial_end=on_trial_end)
+                         on_trial_end=on_trial_end, report=not args.no_report)
     finally:
         for bar in bars:
             bar.close()
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot: {path}")
     if result.figures:
         print(f"runs: tensorboard --logdir={Path(args.root) / result.name}")
+    if result.report is not None:
+        print(f"report: {result.report}")
     failure = result.failure()
     if failure is not None:
         print(f"sweep {result.name!r}: every trial of this run failed; the first, {failure}", file=sys.stderr)

@@ -152,4 +152,7 @@ def test_compare_models_trains_both_and_logs_the_comparison(tmp_path: Path) -> N
         steps = [step for step, _, _ in store.history("val/loss")]
         assert steps == [0, 2, 4]
     assert RunStore(runs["cmp-transformer-seed0"]).config()["group"] == "cmp"
+    assert "report: runs/cmp/report.html (every number in runs/cmp/stats.json)" in out.splitlines()
+    assert "<title>cmp: VideoGenerationModel, TransformerModel over seeds 0" in (
+        tmp_path / "runs" / "cmp" / "report.html").read_text()
     assert torch.isfinite(torch.tensor(RunStore(runs["cmp-summary"]).last("TransformerModel/val_loss")[1]))

@@ -87,3 +87,15 @@ def test_bayes_says_its_first_trials_are_random_and_random_says_it_repeats_a_tin
     continuous = {**tiny, "name": "c", "method": "random", "parameters": {"lr": {"min": 0.001, "max": 0.1}}}
     notes = run_sweep(continuous, quadratic, count=3, root=tmp_path, track=False, plot=False).notes
     assert not any("distinct point" in n for n in notes)  # a continuous space does not repeat
+
+
+def test_trials_rank_best_first_by_the_goal_then_pruned_then_running_then_failed() -> None:
+    from opusclip_track.sweep import SweepResult, TrialRecord
+
+    trials = [TrialRecord(0, "FAIL", {}, None), TrialRecord(1, "COMPLETE", {}, 0.3), TrialRecord(2, "PRUNED", {}, 0.1),
+              TrialRecord(3, "COMPLETE", {}, 0.2), TrialRecord(4, "RUNNING", {}, None),
+              TrialRecord(5, "COMPLETE", {}, 0.2), TrialRecord(6, "PRUNED", {}, 0.5)]
+    result = SweepResult("s", "loss", "minimize", None, None, None, trials, "")
+    assert [t.number for t in result.ranked()] == [3, 5, 1, 2, 6, 4, 0]
+    maximize = SweepResult("s", "psnr", "maximize", None, None, None, trials, "")
+    assert [t.number for t in maximize.ranked()] == [1, 3, 5, 6, 2, 4, 0]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -37,7 +38,8 @@ from opusclip_track.report.stats import (
 )
 from opusclip_track.report.svg import PALETTE
 
-__all__ = ["MetricStats", "Report", "ReportResult", "build_report", "collect", "report_json", "statistics"]
+__all__ = ["MetricStats", "Report", "ReportResult", "SweepSection", "SweepTrial", "build_report", "collect",
+           "report_json", "statistics"]
 
 METHODS = {
     "final_value": "the last logged value of the key in each run",
@@ -64,6 +66,44 @@ class MetricStats:
     sentences: list[str]
 
 
+@dataclass(frozen=True)
+class SweepTrial:
+    """One trial of a sweep as its report lists it."""
+
+    number: int
+    state: str
+    """COMPLETE, PRUNED, FAIL, RUNNING or WAITING (Optuna's names)."""
+    value: float | None
+    """The sweep metric: the final value, or a pruned trial's last reported one."""
+    params: dict[str, Any]
+    run_name: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    """What a sweep adds to the report of its trial runs (`opusclip_track.sweep` builds it from a `SweepResult`).
+
+    Attributes:
+        name, metric, goal: the sweep, its metric and "minimize" or "maximize".
+        trials: every trial, best first.
+        best_number: the best completed trial (None when none completed).
+        importances: parameter -> fANOVA importance (None when the sweep cannot tell; `notes` say why).
+        figures: the sweep's PNG plots by name (`parallel_coordinate`, `param_importances`,
+            `optimization_history`), embedded in the page.
+        notes: what the numbers alone do not say.
+    """
+
+    name: str
+    metric: str
+    goal: str
+    trials: list[SweepTrial]
+    best_number: int | None = None
+    importances: dict[str, float] | None = None
+    figures: dict[str, Path] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
 @dataclass
 class Report:
     """Everything the page shows."""
@@ -83,6 +123,7 @@ class Report:
     confidence: float = 0.95
     command: str | None = None
     generated_at: float = field(default_factory=time.time)
+    sweep: SweepSection | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +176,7 @@ def build_report(patterns: Sequence[str], out: str | Path = "report.html", *, ke
                  group_by: str | None = None, json_path: str | Path | None = None, log_dir: str | Path = "runs",
                  clip_step: int | None = None, media: MediaMode = "auto", smoothing: float = 0.6,
                  buckets: int = 500, confidence: float = 0.95, title: str | None = None,
-                 command: str | None = None) -> ReportResult:
+                 command: str | None = None, sweep: SweepSection | None = None) -> ReportResult:
     """Write an offline HTML report comparing the runs matching `patterns` (and their statistics as JSON).
 
     Args:
@@ -153,6 +194,8 @@ def build_report(patterns: Sequence[str], out: str | Path = "report.html", *, ke
         confidence: of every interval.
         title: the page's heading (default: the experiments and the number of runs).
         command: the command line that made the report, shown in the page.
+        sweep: the sweep these runs are the trials of: its trials best first, parameter importances and plots
+            are shown first (pass the runs best first too).
     """
     from opusclip_track.report.html import render_page
 
@@ -162,7 +205,7 @@ def build_report(patterns: Sequence[str], out: str | Path = "report.html", *, ke
         raise ValueError(f"smoothing: expected a number in [0, 1), received {smoothing!r}")
     out = Path(out)
     report = collect(patterns, keys=keys, group_by=group_by, log_dir=log_dir, confidence=confidence, title=title)
-    report.smoothing, report.buckets, report.command = float(smoothing), buckets, command
+    report.smoothing, report.buckets, report.command, report.sweep = float(smoothing), buckets, command, sweep
     report.galleries = choose_clips([r for r in report.runs if r.unreadable is None], clip_step)
     out.parent.mkdir(parents=True, exist_ok=True)
     report.media_mode = place_clips(report.galleries, out, media)
@@ -191,10 +234,12 @@ def report_json(report: Report) -> dict[str, Any]:
         "groups": {name: s.to_dict() for name, s in m.groups.items()},
         "comparisons": [{**c.to_dict(), "sentence": s} for c, s in zip(m.comparisons, m.sentences, strict=True)],
     } for key, m in report.metrics.items()}
+    sweep = None if report.sweep is None else {
+        **dataclasses.asdict(report.sweep), "figures": {k: str(v) for k, v in report.sweep.figures.items()}}
     return _plain({
         "title": report.title, "generated_at": report.generated_at, "confidence": report.confidence,
         "group_by": report.group_key, "groups": {g: [r.name for r in rs] for g, rs in report.groups.items()},
-        "keys": report.keys, "runs": runs, "metrics": metrics, "methods": METHODS,
+        "keys": report.keys, "runs": runs, "metrics": metrics, "methods": METHODS, "sweep": sweep,
     })
 
 

@@ -7,11 +7,13 @@ the browser tests compare with `scipy.stats`.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
 from collections.abc import Iterable, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,8 @@ MIN_POINTS_TO_SMOOTH = 30
 
 def render_page(report: Report) -> str:
     """The whole page as a string."""
-    sections = [_header(report), _alerts(report), _findings(report), _run_table(report), _config_diff(report),
+    sections = [_header(report), _alerts(report), _sweep(report), _findings(report), _run_table(report),
+                _config_diff(report),
                 _curves(report), _per_frame(report), _gallery(report), _statistics(report), _system(report),
                 _footer(report)]
     body = "\n".join(s for s in sections if s)
@@ -103,9 +106,12 @@ def _header(report: Report) -> str:
     if report.prefix:
         command += (f'<div class="sub">run names below leave out their common prefix <code>{_e(report.prefix)}'
                     "</code></div>")
-    nav = "".join(f'<a href="#{anchor}">{name}</a>' for anchor, name in (
-        ("runs", "Runs"), ("config", "Config diff"), ("curves", "Learning curves"), ("per-frame", "Per-frame quality"),
-        ("clips", "Clips"), ("statistics", "Statistics"), ("system", "System load")))
+    sections = [("runs", "Runs"), ("config", "Config diff"), ("curves", "Learning curves"),
+                ("per-frame", "Per-frame quality"), ("clips", "Clips"), ("statistics", "Statistics"),
+                ("system", "System load")]
+    if report.sweep is not None:
+        sections.insert(0, ("sweep", "Sweep"))
+    nav = "".join(f'<a href="#{anchor}">{name}</a>' for anchor, name in sections)
     return (f"<header><h1>{_e(report.title)}</h1>"
             f'<div class="sub">{len(report.runs)} runs, generated {when}; grouped by <b>{_e(report.group_key)}</b>: '
             f"{groups}</div>{command}<nav>{nav}</nav></header>")
@@ -136,12 +142,73 @@ def _alerts(report: Report) -> str:
 def _findings(report: Report) -> str:
     lines = [(key, s) for key, m in report.metrics.items() for s in m.sentences]
     if not lines:
-        if len(report.groups) < 2:
+        if len(report.groups) < 2 and report.sweep is None:  # a sweep's comparison is its trial table
             return (f'<p class="note">All runs are in one group by {_e(report.group_key)}: nothing to compare '
                     "between groups (choose another key with --group-by).</p>")
         return ""
     items = "".join(f'<li class="sentence" data-metric="{_e(k)}">{_e(s)}</li>' for k, s in lines)
     return f'<section class="findings"><b>Findings</b><ul>{items}</ul></section>'
+
+
+# The sweep's own plots, in the order a reader wants them, with what each shows.
+_SWEEP_FIGURES = {
+    "parallel_coordinate": "Parallel coordinates: one line per completed trial, through its parameters to its "
+                           "metric",
+    "param_importances": "Parameter importances (fANOVA over the completed trials)",
+    "optimization_history": "Optimization history: each trial's value and the best so far",
+}
+_STATE_BADGE = {"COMPLETE": "finished", "FAIL": "failed", "RUNNING": "running", "WAITING": "running"}
+
+
+def _sweep(report: Report) -> str:
+    """The sweep's trials best first, its parameter importances and its plots (Optuna's PNGs, embedded)."""
+    sweep = report.sweep
+    if sweep is None:
+        return ""
+    in_report = {r.name for r in report.runs}
+    names = list(dict.fromkeys(k for t in sweep.trials for k in t.params))
+    rows = []
+    for rank, trial in enumerate(sweep.trials, 1):
+        run = (_run(report, trial.run_name) if trial.run_name in in_report
+               else _e(trial.run_name or "(not tracked)"))
+        badge = f'<span class="badge {_STATE_BADGE.get(trial.state, "")}">{_e(trial.state.lower())}</span>'
+        best = " <b>best</b>" if trial.number == sweep.best_number else ""
+        params = "".join(f"<td>{_value(trial.params[n]) if n in trial.params else ''}</td>" for n in names)
+        rows.append(f'<tr data-trial="{trial.number}" data-state="{_e(trial.state)}"><td class=num>{rank}</td>'
+                    f"<td class=num>{trial.number}{best}</td><td>{run}</td><td>{badge}</td>{_num(trial.value)}"
+                    f'{params}<td class="note">{_e(trial.error or "")}</td></tr>')
+    way = "lowest" if sweep.goal == "minimize" else "highest"
+    head = ["#rank", "#trial", "run", "state", f"#{sweep.metric}", *names, "error"]
+    notes = "".join(f"<li>{_e(n)}</li>" for n in sweep.notes)
+    return (f'<section id="sweep"><h2>Sweep {_e(sweep.name)}</h2><p class="note">{len(sweep.trials)} trials, best '
+            f"first: completed ones by {_e(sweep.metric)} ({way} first, the sweep's goal is to {_e(sweep.goal)} "
+            "it), then pruned ones by their last reported value, then running and failed ones.</p>"
+            f'{_table(head, rows, "sweep-trials")}{f"<ul class=note>{notes}</ul>" if notes else ""}'
+            f"{_importances(sweep.importances)}{_sweep_figures(sweep.figures)}</section>")
+
+
+def _importances(importances: dict[str, float] | None) -> str:
+    if not importances:
+        return ""
+    rows = [f'<tr data-param="{_e(name)}"><td>{_e(name)}</td>{_num(value)}<td><span style="display:inline-block;'
+            f'height:10px;width:{max(value, 0.0) * 240:.1f}px;background:#4e79a7"></span></td></tr>'
+            for name, value in importances.items()]
+    return "<h3>Parameter importances</h3>" + _table(["parameter", "#importance (fANOVA)", ""], rows, "importances")
+
+
+def _sweep_figures(figures: dict[str, Path]) -> str:
+    parts = []
+    for name in sorted(figures, key=lambda n: list(_SWEEP_FIGURES).index(n) if n in _SWEEP_FIGURES else 99):
+        try:
+            data = base64.b64encode(figures[name].read_bytes()).decode("ascii")
+        except OSError as error:
+            parts.append(f'<p class="note">{_e(name)}: {_e(error)}</p>')
+            continue
+        caption = _SWEEP_FIGURES.get(name, name)
+        parts.append(f'<figure class="sweep-figure" data-name="{_e(name)}" style="margin:0"><figcaption>'
+                     f'{_e(caption)}</figcaption><img alt="{_e(caption)}" src="data:image/png;base64,{data}" '
+                     'style="max-width:100%;height:auto"></figure>')
+    return f'<div class="charts">{"".join(parts)}</div>' if parts else ""
 
 
 def _run_table(report: Report) -> str:

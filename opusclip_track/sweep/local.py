@@ -17,7 +17,7 @@ from ._grid import cap, counts, enqueue_grid_remainder
 from ._study import archive_study, no_experimental_warnings, open_study, study_exists, sweep_storage_url
 from ._workers import Job, Progress, TrialCallback, run_round
 from .config import SweepConfig, SweepSource, invalid_sweep
-from .results import SweepResult, summarize
+from .results import SweepResult, summarize, write_report
 from .trial import Objective, check_declared, check_objective, resolve_objective, tracked_run
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def run_sweep(config: SweepSource, objective: Objective | str, *,
               count: int | None = None, workers: int = 1, storage: str | None = None,
               root: str | os.PathLike[str] = "runs/sweeps", seed: int = 0, track: bool = True,
               tracking: Mapping[str, Any] | None = None, heartbeat_interval: int = 10, plot: bool = True,
-              on_trial_end: TrialCallback | None = None, fresh: bool = False) -> SweepResult:
+              on_trial_end: TrialCallback | None = None, fresh: bool = False, report: bool = True) -> SweepResult:
     """Run (or resume) a sweep locally with Optuna and return its summary.
 
     The study is named after the sweep and kept in `storage` (default `sqlite:///<root>/<name>.db`), so
@@ -58,9 +58,11 @@ def run_sweep(config: SweepSource, objective: Objective | str, *,
         on_trial_end: Called in this process as trials finish: `(record, finished, planned)`.
         fresh: Start a new study under this name; an existing one is kept as `<name>-<YYYYmmdd-HHMMSS>`
             (study, and `<root>/<name>/` renamed beside it).
+        report: With `track`, write the offline HTML report of the trial runs, best trials first, with the
+            plots and importances (`<root>/<name>/report.html` and `stats.json`; `results.write_report`).
 
     Returns:
-        The `SweepResult` (best parameters and value, every trial, figures, importances, notes).
+        The `SweepResult` (best parameters and value, every trial, figures, importances, notes, the report).
 
     Raises:
         InvalidSweepError: the sweep cannot start (see above); no trial ran.
@@ -76,12 +78,16 @@ def run_sweep(config: SweepSource, objective: Objective | str, *,
         study, archived, done = _open(job, folder, fresh)
     notes = (f"started afresh; the earlier study is kept as {archived!r}",) if archived else ()
     if done is not None:  # nothing to run: say so at once, no figures or importances recomputed
+        existing = Path(job.tracking["log_dir"]) / "report.html"  # where write_report put it
         return replace(summarize(study, cfg, storage=url, importances=False, notes=(*notes, done)),
-                       already_complete=True, figures=_existing_figures(folder))
+                       already_complete=True, figures=_existing_figures(folder),
+                       report=existing if existing.is_file() else None)
     ran = _run_until_owed(study, job, count, workers, on_trial_end)
     result = summarize(study, cfg, folder if plot else None, storage=url, ran=tuple(sorted(ran)), notes=notes)
     if track:
         _log_summary(result, job)
+        if report:
+            result = replace(result, report=write_report(result, job.tracking["log_dir"]))
     return result
 
 

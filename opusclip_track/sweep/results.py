@@ -1,13 +1,16 @@
-"""Sweep results: every trial as a `TrialRecord`, the `SweepResult` summary, its figures and parameter importances.
+"""Sweep results: every trial as a `TrialRecord`, the `SweepResult` summary, its figures, parameter importances
+and HTML report.
 
 Figures and importances are Optuna's own (`optuna.visualization.matplotlib`, `optuna.importance` with fANOVA),
 written next to the study's runs as `optimization_history.png`, `parallel_coordinate.png` and
-`param_importances.png`.
+`param_importances.png`; `write_report` puts them, the trials best first and the trial runs into one offline HTML
+page (`report.html`, with `stats.json`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -68,10 +71,24 @@ class SweepResult:
     """The numbers of the trials this call ran (a resumed sweep's earlier trials are not among them)."""
     already_complete: bool = False
     """True when the sweep had nothing left to run (its grid or run_cap was done before this call)."""
+    report: Path | None = None
+    """The HTML report of the trial runs (`write_report`), when one was written (or exists, for a complete sweep)."""
 
     def completed(self) -> list[TrialRecord]:
         """The trials that finished normally."""
         return [t for t in self.trials if t.state == "COMPLETE"]
+
+    def ranked(self) -> list[TrialRecord]:
+        """Every trial, best first: completed ones by value (the goal's way), then pruned ones by their last
+        reported value, then running and waiting ones, then failed ones; ties by trial number."""
+        sign = 1.0 if self.goal == "minimize" else -1.0
+        order = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 2, "FAIL": 3}
+
+        def key(t: TrialRecord) -> tuple[int, float, int]:
+            value = sign * t.value if t.value is not None and t.state in ("COMPLETE", "PRUNED") else math.inf
+            return order.get(t.state, 3), value, t.number
+
+        return sorted(self.trials, key=key)
 
     def failure(self) -> str | None:
         """When every trial this call ran failed: the first one's error (None if any finished, or none ran)."""
@@ -103,6 +120,48 @@ class SweepResult:
                  self.format_table()]
         importances = self.format_importances()
         return "\n".join([*lines, importances] if importances else lines)
+
+
+def write_report(result: SweepResult, log_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+                 json_path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Write the offline HTML report of a sweep's trial runs (`opusclip_track.report`), best trials first.
+
+    The page opens with the sweep: every trial best first (state, value, parameters, error), the parameter
+    importances and the sweep's plots (`result.figures`: parallel coordinates, importances, history; the PNGs are
+    embedded, so the page stays one file). Then the usual report of the trial runs, in the same order, with the
+    sweep's metric as the first chosen key (curves and statistics), then `train/loss`, `val/loss`, `video/*`.
+
+    Args:
+        result: The sweep's summary.
+        log_dir: Where the trial runs are (`<root>/<sweep>/` for `run_sweep`).
+        out: The HTML file (default `<log_dir>/report.html`).
+        json_path: Every number as JSON (default `<log_dir>/stats.json`).
+
+    Returns:
+        The page's path, or None when no trial has a run under `log_dir` (untracked trials, or all elsewhere).
+    """
+    from ..report.build import SweepSection, SweepTrial, build_report
+    from ..report.data import DEFAULT_KEYS
+    from ..store import DB_NAME
+
+    folder = Path(log_dir)
+    ranked = result.ranked()
+    runs = [folder / t.run_name for t in ranked if t.run_name and (folder / t.run_name / DB_NAME).is_file()]
+    if not runs:
+        return None
+    section = SweepSection(
+        name=result.name, metric=result.metric, goal=result.goal, best_number=result.best_number,
+        trials=[SweepTrial(t.number, t.state, t.value, t.params, t.run_name, t.error) for t in ranked],
+        importances=result.importances, figures=dict(result.figures), notes=result.notes)
+    # One group, the sweep (a failed trial's run lacks the recipe's settings, so grouping by one of them would split
+    # it off), unless the sweep chose the model: then its statistics compare the models.
+    group_by = "hparams.model" if any("model" in t.params for t in ranked) else "group"
+    out = folder / "report.html" if out is None else Path(out)
+    written = build_report([str(r) for r in runs], out, keys=list(dict.fromkeys([result.metric, *DEFAULT_KEYS])),
+                           group_by=group_by, json_path=folder / "stats.json" if json_path is None else Path(json_path),
+                           sweep=section, title=f"sweep {result.name}: {len(runs)} trial runs ({result.goal} "
+                           f"{result.metric})")
+    return written.html
 
 
 def record(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> TrialRecord:
