@@ -162,19 +162,16 @@ def _read(store: RunStore, path: Path, keys: Sequence[str]) -> RunData:
     run.settings = {k: v for k, v in flatten(store.config()).items() if k not in _IDENTITY_KEYS}
     for event in store.events("hparams"):
         run.settings.update(flatten(event["data"].get("params") or {}, "hparams."))
-    available = store.keys()
-    last_time = run.created_at or 0.0
-    for key in match_keys(available, keys):
-        steps, walls, values = store.history_arrays(key)
+    summary = store.summary()  # one row per key: finals, system load and the last time need no curve
+    last_time = max([run.created_at or 0.0, *(s.last_wall_time for s in summary.values())])
+    for key in match_keys(summary, keys):
+        # Every point, not `max_points`: the smoothed curve is the mean of each bucket of the full series.
+        steps, _, values = store.history_arrays(key)
         run.series[key] = (steps.astype(np.float64), values)
-        run.finals[key] = float(values[-1])
-        last_time = max(last_time, float(walls.max()))
-    for key in (k for k in available if k.startswith("sys/")):
-        _, walls, values = store.history_arrays(key)
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            run.system[key] = (float(finite.mean()), float(finite.max()))
-        last_time = max(last_time, float(walls.max()))
+        run.finals[key] = summary[key].last_value
+    for key, stats in summary.items():
+        if key.startswith("sys/") and not math.isnan(stats.mean):
+            run.system[key] = (stats.mean, stats.max)
     events = store.events()
     run.per_frame = [t for t in (_per_frame(e, path) for e in events) if t is not None]
     run.videos = [_with_file(e, path) for e in events if e["kind"] == "video"]
