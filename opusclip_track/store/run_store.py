@@ -37,8 +37,8 @@ import logging
 import math
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -51,6 +51,7 @@ from . import columnar, legacy
 from .columnar import TAIL_SCALARS, Columns, WriterState
 from .columns import Stats
 from .runs import DB_NAME, RESERVE_NAME, acquire_lock, make_reserve
+from .transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class RunStore:
         self._key_ids: dict[str, int] = {}
         self._columnar = False  # known to be in the columnar format (once seen, it stays so)
         self._retry_compaction_at = 0  # after a failed compaction: the tail size at which to try again
+        self._thread_lock = threading.RLock()  # around each transaction on the connection, read or write
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = acquire_lock(self.path.parent)
@@ -253,9 +255,9 @@ class RunStore:
             log.debug("opusclip-track: compacting the store %s failed (%s: %s); its scalars stay in the tail",
                       self.path, type(exc).__name__, exc)
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self) -> Transaction:
         self._check_in_place()
-        return _Transaction(self._conn, self._key_ids, self._load_state)
+        return Transaction(self._conn, self._key_ids, self._load_state, self._thread_lock)
 
     def _check_in_place(self) -> None:
         """Raise `FileNotFoundError` when the database file was removed or replaced since it was opened (the
@@ -290,6 +292,7 @@ class RunStore:
     def forget_after_fork(self) -> None:
         """In a forked child: drop this process's reference to the run's lock without unlocking it, so the
         lock is released when the parent (its owner) closes, not when the child exits."""
+        self._thread_lock = threading.RLock()  # a thread of the parent may have held it at the fork
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock.fileno())
@@ -300,14 +303,15 @@ class RunStore:
     def _snapshot(self) -> Iterator[bool]:
         """One read transaction (chunks and tail seen at one commit); yields True for the columnar format."""
         conn = self._conn
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN")
-        try:
-            yield self._format() >= STORE_FORMAT
-        finally:
-            if own and conn.in_transaction:
-                conn.execute("COMMIT")
+        with self._thread_lock:  # one connection, one transaction: another thread's reads wait for this one
+            own = not conn.in_transaction
+            if own:
+                conn.execute("BEGIN")
+            try:
+                yield self._format() >= STORE_FORMAT
+            finally:
+                if own and conn.in_transaction:
+                    conn.execute("COMMIT")
 
     def _format(self) -> int:
         if not self._columnar:
@@ -419,52 +423,6 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Transaction:
-    """BEGIN ... COMMIT on an autocommit connection (rollback on error), retrying a locked database.
-
-    A failed transaction leaves nothing behind: key ids cached during it are forgotten (their rows were
-    rolled back), the writer's state is reloaded from what is committed (`on_rollback`), and a COMMIT that
-    fails (a full disk) is rolled back too. SQLite may already have rolled back by itself (it does on
-    SQLITE_FULL), so ROLLBACK is only sent while a transaction is open.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, key_ids: dict[str, int], on_rollback: Callable[[], None]) -> None:
-        self._conn = conn
-        self._key_ids = key_ids
-        self._on_rollback = on_rollback
-        self._known = 0
-
-    def __enter__(self) -> None:
-        self._known = len(self._key_ids)
-        for attempt in range(50):
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:  # a reader holding a lock; wait briefly
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.02)
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            try:
-                self._conn.execute("COMMIT")
-                return
-            except BaseException:
-                self._rollback()
-                raise
-        self._rollback()
-
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-        for key in list(self._key_ids)[self._known:]:  # dicts keep insertion order: the keys added here
-            del self._key_ids[key]
-        with contextlib.suppress(sqlite3.Error):  # a store that cannot even be read keeps its last state
-            self._on_rollback()
 
 
 def _columns(scalars: Sequence[tuple[str, int, float, float]]) -> tuple[list[str], np.ndarray, np.ndarray,
