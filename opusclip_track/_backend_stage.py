@@ -1,4 +1,5 @@
-"""One backend's share of the run writer: its failure bookkeeping (retries, give-ups, a start that backs off).
+"""One backend's share of the run writer: its own thread and queue (`BackendStage`) and its failure
+bookkeeping (`BackendSlot`: retries, give-ups, a start that backs off).
 
 Every call into the backend is guarded against any exception, `SystemExit` and `KeyboardInterrupt` included, so a
 backend never stops the thread that calls it; what a backend missed stays in the local store (`opusclip-track sync`).
@@ -11,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from ._dispatch import Dispatcher
 from .backends import Backend
 from .records import Hyperparameters, Record, RunStatus
 
@@ -151,3 +153,65 @@ def _close_backend(backend: Backend, status: RunStatus) -> None:
         backend.close(status)
     else:
         backend.close()  # type: ignore[call-arg]
+
+
+class BackendStage:
+    """One backend on a thread of its own, behind a bounded queue of its own, after the store.
+
+    A backend that stalls (an MLflow server that takes its 30 s HTTP timeout, W&B starting) delays only its own
+    records: the store and every other backend go on. Memory stays bounded: each stage holds at most `max_bytes`
+    of records, and since every stage receives the same records in the same order the stages' queues overlap,
+    so together they hold what the slowest one holds. A stage whose queue is full holds back the store's worker
+    until it has room (backpressure; nothing is dropped), which in turn holds back the callers.
+
+    The backend starts on this thread (a slow start delays nobody else) and is closed on it too, so backends
+    finish in parallel at the end of the run.
+
+    Args:
+        backend: the backend, not started yet.
+        flush_interval_s: the stage's wake-up period (records reach the backend at most this long after the
+            store has them, unless a flush wakes it sooner).
+        max_bytes: the stage's memory bound, as estimated by `put`'s `nbytes`.
+    """
+
+    def __init__(self, backend: Backend, *, flush_interval_s: float, max_bytes: int) -> None:
+        self.slot = BackendSlot(backend)
+        self._status: RunStatus = "finished"
+        self._queue: Dispatcher[list[Record]] = Dispatcher(
+            self._write, flush_interval_s=flush_interval_s, max_bytes=max_bytes,
+            name=f"opusclip-track-{self.slot.name}", on_stop=self._close)
+
+    @property
+    def name(self) -> str:
+        return self.slot.name
+
+    @property
+    def worker_errors(self) -> int:
+        """Errors that escaped the slot's own guards (none are expected)."""
+        return self._queue.worker_errors
+
+    def put(self, records: list[Record], nbytes: int) -> None:
+        """Queue a batch the store has taken; blocks only while this stage is over its memory bound."""
+        self._queue.put(records, nbytes)
+
+    def wake(self) -> None:
+        self._queue.wake()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the backend has been handed every batch queued before this call. False on timeout."""
+        return self._queue.flush(timeout)
+
+    def stop(self, status: RunStatus) -> None:
+        """Write what is queued, then close the backend with `status`, on the stage's thread; returns at once."""
+        self._status = status
+        self._queue.stop()
+
+    def join(self) -> None:
+        """Wait until the stage has written everything and closed its backend."""
+        self._queue.join()
+
+    def _write(self, batches: list[list[Record]]) -> None:
+        self.slot.write([record for batch in batches for record in batch])
+
+    def _close(self) -> None:
+        self.slot.close(self._status)

@@ -1,6 +1,7 @@
 """The async hand-off: bounded, from any number of producer threads to one background worker thread.
 
-The tracker uses two: callers -> the store worker, and the store worker -> the backends' worker.
+The run writer (`_writer.py`) uses one per stage: callers -> the store's worker, and the store's worker -> each
+backend's own worker.
 
 Concurrency reasoning, in short:
 
@@ -15,6 +16,8 @@ Concurrency reasoning, in short:
   so "everything handed over before flush() is written" holds even with several logging threads.
 * The worker never dies from one bad batch: `process` is expected to isolate errors itself; anything that
   still escapes (`SystemExit` included) is logged, counted in `worker_errors` and the loop goes on.
+* `stop` only asks the worker to finish (it drains what is queued, then runs `on_stop`), so several stages can
+  finish at once; `join` waits for it.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ class Dispatcher(Generic[T]):
             put, so a SIGKILL loses at most the records of the last interval plus the one batch being written.
         max_bytes: memory bound of queued items, as estimated by the `nbytes` passed to `put`.
         name: thread name, for debuggers and `py-spy dump`.
+        on_stop: called once on the worker thread after the last batch (closing what the worker wrote to).
     """
 
     def __init__(self, process: Callable[[list[T]], None], *, flush_interval_s: float, max_bytes: int,
-                 name: str = "opusclip-track-worker") -> None:
+                 name: str = "opusclip-track-worker", on_stop: Callable[[], None] | None = None) -> None:
         self._process = process
+        self._on_stop = on_stop
         self._interval = flush_interval_s
         self._max_bytes = max_bytes
         self._wake_bytes = max_bytes // 4
@@ -107,12 +112,24 @@ class Dispatcher(Generic[T]):
                 self._drained.wait(timeout=0.05 if remaining is None else min(0.05, remaining))
         return self._processed >= target
 
-    def close(self, timeout: float | None = None) -> None:
-        """Process everything queued, then stop the worker. Idempotent."""
+    def wake(self) -> None:
+        """Have the worker take what is queued now rather than at its next wake-up."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the worker to process everything queued, run `on_stop` and end; returns at once. Idempotent."""
         with self._lock:
             self._stopping = True
         self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the worker has ended (after `stop`)."""
         self._thread.join(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Process everything queued, then stop the worker (`stop` and `join`). Idempotent."""
+        self.stop()
+        self.join(timeout)
 
     @property
     def pending(self) -> int:
@@ -129,10 +146,20 @@ class Dispatcher(Generic[T]):
             self._drain()
             if stopping:
                 self._drain()  # a put that raced with close() is still written
+                self._finish()
                 return
             now = time.monotonic()
             while next_wake <= now:  # the next slot of the fixed schedule (slots missed while writing are skipped:
                 next_wake += self._interval  # `_drain` took everything that arrived meanwhile)
+
+    def _finish(self) -> None:
+        if self._on_stop is None:
+            return
+        try:
+            self._on_stop()
+        except BaseException:  # as for a batch: logged and counted, never raised into the thread's end
+            self.worker_errors += 1
+            log.exception("opusclip-track worker %s: finishing failed", self._thread.name)
 
     def _drain(self) -> None:
         while True:

@@ -16,6 +16,7 @@ import torch
 
 from . import media
 from ._files import atomic_write_bytes
+from ._host_copy import HostCopy
 from .records import Media, Record
 
 log = logging.getLogger("opusclip_track")
@@ -23,6 +24,8 @@ log = logging.getLogger("opusclip_track")
 
 class MediaEncoder:
     """Turns a `Media` record's payload into files under `<run_dir>/media/` and bytes for the backends.
+
+    The payload of a clip or an image (and a clip's reference) is the `HostCopy` the caller's thread took.
 
     Video: uint8 frames -> MP4 (H.264, kept on disk, what W&B uploads) and an animated GIF (what TensorBoard
     plays in its Images tab). Image and figure: PNG. Table: plain cells, kept as the payload, and JSON on disk.
@@ -41,10 +44,11 @@ class MediaEncoder:
     def __call__(self, record: Media) -> None:
         stem = self._stem(record)
         if record.kind == "video":
-            payload = _wait_for_copy(record.payload)
             opts = record.options
-            frames = media.video_to_frames(payload, layout=opts.pop("layout"), value_range=opts.pop("value_range"),
-                                           reference=_wait_for_copy(opts.pop("reference")))
+            reference: HostCopy | None = opts.pop("reference")
+            frames = media.video_to_frames(record.payload.wait(), layout=opts.pop("layout"),
+                                           value_range=opts.pop("value_range"),
+                                           reference=None if reference is None else reference.wait())
             fps = opts["fps"]
             record.encoded["gif"] = media.encode_gif(frames, fps)
             opts.update(frames=int(frames.shape[0]), height=int(frames.shape[1]), width=int(frames.shape[2]))
@@ -54,7 +58,7 @@ class MediaEncoder:
                 array = media.render_figure(record.payload, close=record.options.pop("close"))
             else:
                 opts = record.options
-                array = media.image_to_array(_wait_for_copy(record.payload), layout=opts.pop("layout"),
+                array = media.image_to_array(record.payload.wait(), layout=opts.pop("layout"),
                                              value_range=opts.pop("value_range"), nrow=opts.pop("nrow"))
             png = media.encode_png(array)
             record.encoded["png"] = png
@@ -95,15 +99,6 @@ def encoded_bytes(record: Record) -> int:
     if isinstance(record, Media):
         return sum(len(b) for b in record.encoded.values())
     return 0
-
-
-def _wait_for_copy(payload: Any) -> Any:
-    """A device-to-host copy started on the caller's thread travels as (tensor, event): wait for it here."""
-    if isinstance(payload, tuple):
-        tensor, event = payload
-        event.synchronize()
-        return tensor
-    return payload
 
 
 def _plain_cell(value: Any) -> Any:

@@ -1,11 +1,11 @@
-"""What the worker does with a batch: resolve values, write the store first, then fan out to backends.
+"""The store stage of the run writer: resolve values, encode media, write the local store first, then hand the
+batch on to the backends' stages.
 
-Runs on the worker thread only. Every stage isolates failures: a record that cannot be converted is
-reported and skipped (the others go on); a record the store rejects for itself is found by bisecting the
-batch and skipped alone; a store that cannot be written (full disk, read-only or removed run directory)
-holds the records in memory and retries them with every batch while the backends still get them; a
-backend that raises (even `SystemExit`) is reported once, retried on later batches, and never stops the
-store or the other backends. Every such event is counted in `Pipeline.health`.
+Runs on the store's worker thread only, and isolates failures: a record that cannot be converted is reported and
+skipped (the others go on); a record the store rejects for itself is found by bisecting the batch and skipped
+alone; a store that cannot be written (full disk, read-only or removed run directory) holds the records in memory
+and retries them with every batch while the backends still get them. Every such event is counted in the run's
+health (`RunWriter.health`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._backend_stage import BackendSlot
-from ._dispatch import Dispatcher
 from ._media_encoder import MediaEncoder, encoded_bytes
-from .config import redact_secrets
 from .records import (
     ConfigUpdate,
     EventRow,
@@ -32,7 +29,6 @@ from .records import (
     Media,
     Record,
     Rewind,
-    RunStatus,
     ScalarRow,
     Scalars,
     record_rows,
@@ -243,110 +239,45 @@ class StoreWriter:
             log.warning(message, *args)
 
 
-class Pipeline:
-    """The worker's `process(batch)`: resolve, write the store, then hand the batch to the backends' stage.
+class StoreStage:
+    """The store's worker, `process(batch)` of the run writer's first queue: resolve values, encode media, write
+    the store, then hand what the store took to the backends' stages.
 
-    The backends run on a second thread (`fanout`, a `Dispatcher` of whole batches), so a slow backend (W&B
-    starting, a network stall) never delays the store: what was handed over is in SQLite within a flush
-    interval whatever the backends do. The fan-out stage is memory-bounded like the first one.
+    What was handed over is in SQLite within a flush interval whatever the backends do: they run on threads of
+    their own (`_backend_stage.BackendStage`).
 
     Args:
         store: the run's local store (written first, always).
-        slots: the enabled backends.
         media_dir: where encoded clips, images and tables are kept (`<run_dir>/media`).
-        flush_interval_s, max_bytes: the fan-out stage's wake-up period and memory bound.
+        hand_over: called with each batch the store took and its estimated size in bytes (the backends' stages).
     """
 
-    def __init__(self, store: RunStore, slots: list[BackendSlot], media_dir: Path, *, flush_interval_s: float,
-                 max_bytes: int) -> None:
+    def __init__(self, store: RunStore, media_dir: Path, hand_over: Callable[[list[Record], int], None]) -> None:
         self.store = store
-        self.slots = slots
         self.writer = StoreWriter(store)
         self.prepare_media = MediaEncoder(media_dir)
         self.bad_records = 0
         self.hyperparameters_sent = 0
+        self._hand_over = hand_over
         self._bad_reported: set[str] = set()
-        self.fanout: Dispatcher[list[Record]] = Dispatcher(self._write_backends, flush_interval_s=flush_interval_s,
-                                                           max_bytes=max_bytes, name="opusclip-track-backends")
 
     def __call__(self, batch: list[Record]) -> None:
         records = self.writer.write(self._resolve(batch))
         if records:
             self.hyperparameters_sent += sum(isinstance(r, Hyperparameters) for r in records)
-            self.fanout.put(records, 256 * len(records) + sum(encoded_bytes(r) for r in records))
-
-    def _write_backends(self, batches: list[list[Record]]) -> None:
-        records = [record for batch in batches for record in batch]
-        for slot in self.slots:
-            slot.write(records)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the backends' stage has written everything the store has. False on timeout, or when
-        some record handed over so far is not in the store (see `health`)."""
-        return self.fanout.flush(timeout) and self.all_stored
+            self._hand_over(records, 256 * len(records) + sum(encoded_bytes(r) for r in records))
 
     @property
     def all_stored(self) -> bool:
         """True while every record handed over so far reached the store."""
         return self.writer.all_stored and self.bad_records == 0
 
-    def health(self, intake: Dispatcher[Record] | None = None) -> dict[str, Any]:
-        """What went wrong so far, by stage (all zero/empty in a healthy run); `ok` is False when any record
-        is missing from the store or from a backend.
-
-        Args:
-            intake: the first stage's dispatcher (callers -> this pipeline), for its worker errors and its
-                slowest batch.
-        """
+    def counts(self) -> dict[str, int]:
+        """What this stage missed so far (all zero in a healthy run): see `RunWriter.health`."""
         writer = self.writer
-        missing = sorted(s.name for s in self.slots if self.hyperparameters_sent and not s.got_hyperparameters)
-        counts = {
-            "worker_errors": (intake.worker_errors if intake else 0) + self.fanout.worker_errors,
-            "bad_records": self.bad_records,
-            "media_write_errors": self.prepare_media.write_errors,
-            "store_rejected": writer.rejected,
-            "store_write_failures": writer.failed_writes,
-            "store_pending": len(writer.pending),
-            "store_lost": writer.lost,
-        }
-        lost_somewhere = (any(v for k, v in counts.items() if k != "store_write_failures") or missing
-                          or any(s.given_up or s.retry for s in self.slots))
-        # Error texts can quote a URL with its password (a tracking server's, say): redacted like the config.
-        return redact_secrets({"ok": not lost_somewhere, **counts, "store_last_error": writer.last_error,
-                "slowest_batch_s": round(intake.slowest_batch_s, 6) if intake else 0.0,
-                "backend_errors": {s.name: s.errors for s in self.slots},
-                "backend_gave_up": {s.name: s.given_up for s in self.slots},
-                "backend_pending": {s.name: len(s.retry) for s in self.slots},
-                "backend_last_error": {s.name: s.last_error for s in self.slots if s.last_error},
-                "backends_missing_hparams": missing})
-
-    def close(self, status: RunStatus = "finished") -> None:
-        """Drain the backends' stage, give the store a last try for what it holds, then close every backend
-        with the run's status. Never raises."""
-        self.fanout.close()
-        self.writer.close()
-        for slot in self.slots:
-            slot.close(status)
-
-    def finish(self, meta: dict[str, Any], health: dict[str, Any]) -> None:
-        """Record the run's end in its meta (with `health`), log one summary line if anything went wrong,
-        and close the store. Never raises: a store that cannot be written any more is reported instead."""
-        problems = {k: v for k, v in health.items() if v and k not in ("ok", "store_last_error", "slowest_batch_s",
-                                                                       "backend_last_error")
-                    and not (isinstance(v, dict) and not any(v.values()))}
-        try:
-            self.store.set_meta_last({**meta, "health": health})
-        except Exception as exc:
-            problems["meta"] = f"not written ({type(exc).__name__}: {exc})"
-        if problems:
-            log.warning("opusclip-track run %s ended %s with problems: %s%s", self.store.path.parent.name,
-                        meta.get("status"), ", ".join(f"{k}={v}" for k, v in problems.items()),
-                        "" if health["ok"] else " (records are missing somewhere: see the run's meta['health'])")
-        try:
-            self.store.close()
-        except Exception as exc:
-            log.warning("opusclip-track: closing the local store %s failed (%s: %s)", self.store.path,
-                        type(exc).__name__, exc)
+        return {"bad_records": self.bad_records, "media_write_errors": self.prepare_media.write_errors,
+                "store_rejected": writer.rejected, "store_write_failures": writer.failed_writes,
+                "store_pending": len(writer.pending), "store_lost": writer.lost}
 
     def _resolve(self, batch: list[Record]) -> list[Record]:
         scalars = [r for r in batch if isinstance(r, Scalars)]

@@ -1,4 +1,4 @@
-"""Training diagnostics: per-step scalars, gradient and weight watching, and a model summary.
+"""Training diagnostics: per-step scalars, gradient and weight watching, a model summary and its traced graph.
 
 Everything here stays on the tensors' device and never calls `.item()`: the tracker resolves 0-d tensors
 on its worker thread, several at once, so the training loop never waits for the GPU.
@@ -6,11 +6,15 @@ on its worker thread, several at once, so the training loop never waits for the 
 
 from __future__ import annotations
 
+import time
 import typing
+import warnings
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from .records import Graph
 
 WatchMode = Literal["gradients", "parameters", "all"]
 Scalar = int | float | Tensor
@@ -207,3 +211,17 @@ def model_architecture_summary(model: nn.Module) -> tuple[str, dict[str, int]]:
     header = f"{type(model).__name__}: {total:,} params ({trainable:,} trainable)"
     body = [line for name, child in model.named_children() for line in _tree_lines(child, name, 1)]
     return "\n".join([header, *body]), counts
+
+
+def trace_graph(name: str, model: nn.Module, example: Any) -> Graph:
+    """Trace `model` on `example` (a tensor or a tuple of them) into the `GraphDef` TensorBoard's Graphs tab shows.
+
+    Runs the model once, on the caller's thread (tracing needs the model as it is now).
+    """
+    from torch.utils.tensorboard._pytorch_graph import graph  # TensorBoard's own tracer, loaded only when used
+
+    inputs = example if isinstance(example, tuple) else (example,)
+    with warnings.catch_warnings():  # torch.jit tracing is deprecated upstream but is what TensorBoard reads
+        warnings.simplefilter("ignore", FutureWarning)
+        graph_def, _ = graph(model, inputs)
+    return Graph(name, graph_def.SerializeToString(), len(graph_def.node), time.time())

@@ -49,10 +49,6 @@ class Hyperparameters:
     wall_time: float = 0.0
 
 
-Hparams = Hyperparameters
-"""Deprecated name of `Hyperparameters`, kept only until `runs_cli.py` replays through `from_store_event`."""
-
-
 @dataclass(slots=True)
 class Text:
     """A text entry (Markdown in TensorBoard, HTML in W&B), already redacted."""

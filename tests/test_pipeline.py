@@ -11,6 +11,7 @@ import contextlib
 import logging
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from _readers import scalars
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig, _backend_stage
 from opusclip_track.backends import REGISTRY, Backend
+from opusclip_track.backends.tensorboard import TensorBoardBackend
 from opusclip_track.records import Histogram, Hyperparameters, Record, RunStatus, Scalars, Text
 
 
@@ -118,8 +120,8 @@ class SmallDisk:
 
     def fill(self, tracker: AdvancedExperimentTracker) -> None:
         if not self.mounted:
-            (pages,) = tracker._store._conn.execute("PRAGMA page_count").fetchone()
-            tracker._store._conn.execute(f"PRAGMA max_page_count = {pages}")
+            (pages,) = tracker._writer.store._conn.execute("PRAGMA page_count").fetchone()
+            tracker._writer.store._conn.execute(f"PRAGMA max_page_count = {pages}")
             return
         with open(self.filler, "ab", buffering=0) as fh, contextlib.suppress(OSError):  # until ENOSPC
             while True:
@@ -127,7 +129,7 @@ class SmallDisk:
 
     def free(self, tracker: AdvancedExperimentTracker) -> None:
         if not self.mounted:
-            tracker._store._conn.execute("PRAGMA max_page_count = 1073741823")
+            tracker._writer.store._conn.execute("PRAGMA max_page_count = 1073741823")
             return
         self.filler.unlink()
 
@@ -170,7 +172,7 @@ def test_a_full_disk_holds_records_retries_them_and_reports_what_it_lost(
     assert len(RunStore(tracker.run_dir).events("text")) == 200
 
     small_disk.fill(tracker)  # full until the end, with a small memory bound for what is held
-    tracker._pipeline.writer.max_pending_rows = 20
+    tracker._writer.store_stage.writer.max_pending_rows = 20
     for step in range(301, 401):
         tracker.log_metrics({"loss": float(step)}, step=step)
         tracker.log_text("notes", text, step=step)
@@ -193,12 +195,12 @@ def test_a_read_only_store_holds_records_until_it_is_writable(
     tracker = make(runs_dir, backends=["recording"], use_tensorboard=False)
     tracker.log_metrics({"loss": 0.0}, step=0)
     assert tracker.flush()
-    tracker._store._conn.execute("PRAGMA query_only = 1")
+    tracker._writer.store._conn.execute("PRAGMA query_only = 1")
     for step in range(1, 11):
         tracker.log_metrics({"loss": float(step)}, step=step)
     assert not tracker.flush()
     assert tracker.health["store_pending"] == 10 and "readonly" in str(tracker.health["store_last_error"])
-    tracker._store._conn.execute("PRAGMA query_only = 0")
+    tracker._writer.store._conn.execute("PRAGMA query_only = 0")
     tracker.log_metrics({"loss": 11.0}, step=11)
     tracker.close()
     assert tracker.health["store_lost"] == 0 and tracker.health["ok"]
@@ -330,6 +332,61 @@ def test_backends_raising_in_flush_close_or_with_base_exceptions_stop_nothing(
     backends = RecordingBackend.made
     assert backends["exits_once"].steps("loss") == list(range(20)), "retried after the SystemExit"
     assert backends["flush_raises"].steps("loss") == list(range(20)), "a failed flush does not duplicate records"
+
+
+# ---- a backend that stalls delays only itself ---------------------------------------------------------------
+class Stalled(RecordingBackend):
+    """Blocks in its first write until the test releases it: a tracking server that hangs for its whole
+    30 s HTTP timeout."""
+
+    name = "stalled"
+    release = threading.Event()
+
+    def log_scalars(self, records: Sequence[Scalars]) -> None:
+        if not Stalled.release.wait(timeout=120):  # never hangs the test run for good
+            raise TimeoutError("the test never released the stalled backend")
+        super().log_scalars(records)
+
+
+class TensorBoardTelling(TensorBoardBackend):
+    """The real TensorBoard backend, which tells the test when its event file holds step 19."""
+
+    name = "tensorboard_telling"
+    wrote_last_step = threading.Event()
+
+    def log_scalars(self, records: Sequence[Scalars]) -> None:
+        super().log_scalars(records)
+        self.last_step = max([r.step for r in records] + [getattr(self, "last_step", -1)])
+
+    def flush(self) -> None:
+        super().flush()
+        if getattr(self, "last_step", -1) == 19:
+            TensorBoardTelling.wrote_last_step.set()
+
+
+def test_a_stalled_backend_delays_neither_the_store_nor_the_other_backends(
+        runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, Stalled.name, f"{__name__}:Stalled")
+    monkeypatch.setitem(REGISTRY, TensorBoardTelling.name, f"{__name__}:TensorBoardTelling")
+    Stalled.release.clear()
+    TensorBoardTelling.wrote_last_step.clear()
+    # The stalled backend comes first: with one thread for all backends, TensorBoard would wait behind it.
+    tracker = make(runs_dir, use_tensorboard=False, backends=[Stalled.name, TensorBoardTelling.name],
+                   flush_interval_s=0.05)
+    try:
+        for step in range(20):
+            tracker.log_metrics({"loss": float(step)}, step=step)
+        # A guard against a hang, not a timing: TensorBoard gets step 19 within a few flush intervals.
+        assert TensorBoardTelling.wrote_last_step.wait(timeout=60), "TensorBoard waited for the stalled backend"
+        assert [s for s, _ in scalars("tensorboard", tracker.run_dir)["loss"]] == list(range(20))
+        assert [s for s, _, _ in RunStore(tracker.run_dir).history("loss")] == list(range(20))
+        assert RecordingBackend.made[Stalled.name].records == [], "still stalled meanwhile"
+    finally:
+        Stalled.release.set()
+    assert tracker.flush(), "flush() waits for every backend, the stalled one too"
+    assert RecordingBackend.made[Stalled.name].steps("loss") == list(range(20))
+    tracker.close()
+    assert tracker.health["ok"] and RecordingBackend.made[Stalled.name].closed_with == "finished"
 
 
 # ---- the run's status reaches the backends --------------------------------------------------------------
