@@ -32,7 +32,9 @@ import numpy as np
 _HEADER = struct.Struct("<BII32s")  # format version, number of values, mask of constant planes, their bytes
 _VERSION = 1
 _PLANES = 32  # 4 columns x 8 bytes
-ZLIB_LEVEL = 1  # level 6 measured 3x slower to compact for 3-30% fewer bytes on noisy values
+# zlib level 1 with run-length matching only (Z_RLE): on a training run's planes it measured 0.6x the time of
+# level 1's default strategy for 3% fewer bytes (level 6: 2.3x the time for 7% fewer bytes).
+ZLIB_LEVEL, ZLIB_STRATEGY = 1, zlib.Z_RLE
 
 
 def encode(seq: np.ndarray, steps: np.ndarray, walls: np.ndarray, values: np.ndarray) -> bytes:
@@ -47,7 +49,8 @@ def encode(seq: np.ndarray, steps: np.ndarray, walls: np.ndarray, values: np.nda
     first = planes[:, 0] if n else np.zeros(_PLANES, dtype=np.uint8)
     constant = (planes == first[:, None]).all(axis=1)
     mask = int(np.packbits(constant, bitorder="little").view("<u4")[0])
-    body = zlib.compress(np.ascontiguousarray(planes[~constant]).tobytes(), ZLIB_LEVEL)
+    packer = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, ZLIB_STRATEGY)
+    body = packer.compress(np.ascontiguousarray(planes[~constant]).tobytes()) + packer.flush()
     return _HEADER.pack(_VERSION, n, mask, first.tobytes()) + body
 
 
