@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bucket_mean", "downsample_indices", "ema", "minmax_downsample", "minmax_indices"]
+__all__ = ["bucket_mean", "check_max_points", "downsample_indices", "ema", "minmax_downsample", "minmax_indices"]
 
 
 def _sorted_finite(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +110,12 @@ def minmax_downsample(x: np.ndarray, y: np.ndarray, buckets: int = 500) -> tuple
     return (np.asarray(x, dtype=np.float64).ravel()[keep], np.asarray(y, dtype=np.float64).ravel()[keep])
 
 
+def check_max_points(max_points: int) -> None:
+    """Raise `ValueError` naming `max_points` unless it is an int >= 4 (two ends and a bucket's min and max)."""
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
+        raise ValueError(f"max_points: expected an int >= 4 (or None for every point), received {max_points!r}")
+
+
 def downsample_indices(x: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     """Indices of at most `max_points` points of a series that keep its shape, ascending (the order given).
 
@@ -122,8 +128,7 @@ def downsample_indices(x: np.ndarray, y: np.ndarray, max_points: int) -> np.ndar
     Raises:
         ValueError: `max_points` is not an int >= 4.
     """
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
-        raise ValueError(f"max_points: expected an int >= 4 (or None for every point), received {max_points!r}")
+    check_max_points(max_points)
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if y.size <= max_points:

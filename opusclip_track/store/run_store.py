@@ -46,7 +46,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .._downsample import downsample_indices
+from .._downsample import check_max_points, downsample_indices
 from . import columnar, legacy
 from .columnar import TAIL_SCALARS, Columns, WriterState
 from .columns import Stats
@@ -354,7 +354,7 @@ class RunStore:
                 None: every point.
         """
         if max_points is not None:
-            downsample_indices(np.zeros(0), np.zeros(0), max_points)  # a bad max_points fails before any reading
+            check_max_points(max_points)  # before any reading
         with self._snapshot() as is_columnar:
             row = self._conn.execute("SELECT id FROM keys WHERE name = ?", (key,)).fetchone()
             if row is None:
