@@ -114,3 +114,16 @@ def test_list_runs_finds_nested_sweep_trials_and_find_run_resolves_names(tmp_pat
         find_run(log_dir, "sweeps/")
     with pytest.raises(FileNotFoundError, match=r"received 'vit'.*runs here: baseline-2024, sweeps/lr-search"):
         find_run(log_dir, "vit")
+
+
+def test_a_diverged_run_downsamples_to_max_points_with_its_nans_marked_across_the_range(tmp_path: Path) -> None:
+    n = 10_000
+    values = np.linspace(1.0, 0.1, n)
+    values[n // 2:] = math.nan  # diverged half way: 5,000 NaNs, more than the budget
+    values[1_234] = 9.0
+    store = written(tmp_path / "run", [("loss", s, float(s), float(v)) for s, v in enumerate(values)], batch=2_000)
+    steps, _, got = store.history_arrays("loss", max_points=100)
+    assert steps.size <= 100 and np.all(np.diff(steps) > 0)
+    assert np.nanmax(got) == 9.0 and steps[np.nanargmax(got)] == 1_234
+    marks = steps[np.isnan(got)]
+    assert 20 <= marks.size <= 32 and marks[0] == n // 2 and marks[-1] > n - n // 20, "NaN marks span the NaN range"
