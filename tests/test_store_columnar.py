@@ -284,3 +284,15 @@ def test_a_run_takes_less_disk_than_tensorboards_event_file_for_the_same_scalars
     ours = sum(p.stat().st_size for p in (tmp_path / "run").glob("run.db*"))
     assert ours < Path(events.path).stat().st_size, "float64 values in fewer bytes than TensorBoard's float32"
     assert RunStore(tmp_path / "run").num_scalars() == steps * 20
+
+
+def test_values_at_float64s_limits_of_both_signs_are_stored_and_their_mean_is_nan(tmp_path: Path) -> None:
+    """Their running sum overflows to +inf in one batch and -inf in the next (inf - inf is NaN): the batch must
+    still land, and the summary say the mean is undefined rather than reject the values."""
+    big = 1.7976931348623157e308
+    with RunStore(tmp_path / "run", create=True) as store:
+        store.write([("x", 0, 0.0, big), ("x", 1, 1.0, big)])
+        store.write([("x", 2, 2.0, -big), ("x", 3, 3.0, -big)])
+    summary = RunStore(tmp_path / "run").summary()["x"]
+    assert (summary.count, summary.min, summary.max) == (4, -big, big) and math.isnan(summary.mean)
+    assert RunStore(tmp_path / "run").history_arrays("x")[2].tolist() == [big, big, -big, -big]

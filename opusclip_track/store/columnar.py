@@ -29,7 +29,7 @@ from .columns import STATS_COLUMNS, Stats, decode, encode, group_by_key, group_s
 TAIL_SCALARS = 1 << 18
 
 _STATS_SQL = ("n INTEGER NOT NULL, first_step INTEGER NOT NULL, last_step INTEGER NOT NULL, last_value REAL, "
-              "last_wall REAL NOT NULL, vmin REAL, vmax REAL, vsum REAL NOT NULL, finite INTEGER NOT NULL, "
+              "last_wall REAL NOT NULL, vmin REAL, vmax REAL, vsum REAL, finite INTEGER NOT NULL, "
               "max_step INTEGER NOT NULL")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS scalar_tail (seq INTEGER PRIMARY KEY, n INTEGER NOT NULL, key_ids BLOB NOT NULL,
