@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_a_failed_write_leaves_nothing_behind_and_the_next_one_lands(tmp_path: P
     store = RunStore(tmp_path / "run", create=True)
     with pytest.raises(OverflowError):  # a step SQLite cannot hold, after a key never seen before
         store.write([("new/key", 1, 0.0, 1.0), ("new/key", 2**63, 0.0, 2.0)])
+    with pytest.raises(ValueError, match="wall_time"):
+        store.write([("new/key", 2, 0.0, 2.0), ("new/key", 2, math.nan, 2.0)])
     store.write([("new/key", 3, 0.0, 3.0)])  # the key's row was rolled back with the failed write
     store.close()
     assert RunStore(tmp_path / "run").history("new/key") == [(3, 0.0, 3.0)]
