@@ -1,47 +1,16 @@
 """Read a W&B offline run back: decode its `.wandb` transaction log into protobuf records.
 
-wandb 0.31 ships no Python reader, but the format is stable and simple: a 7-byte header (`:W&B`, a
-uint16 magic, a version byte), then 32 KiB blocks of LevelDB-style log records (4-byte CRC, uint16 length,
-1-byte type FULL/FIRST/MIDDLE/LAST), whose payloads are serialised `wandb_internal_pb2.Record` messages.
+The framing is read by the product's own reader (`opusclip_track.backends.wandb.transaction_log_payloads`); the
+payloads are serialised `wandb_internal_pb2.Record` messages.
 """
 
 from __future__ import annotations
 
 import json
-import struct
-import time
 from pathlib import Path
 from typing import Any
 
-_BLOCK = 32 * 1024
-_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _payloads(data: bytes) -> list[bytes]:
-    assert data[:4] == b":W&B", f"not a W&B transaction log (header {data[:7]!r})"
-    out, pos, partial = [], _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left_in_block = _BLOCK - (pos % _BLOCK)
-        if left_in_block < _HEADER:  # block trailer padding
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        if kind == 0 and length == 0:
-            pos += left_in_block
-            continue
-        chunk = data[pos + _HEADER:pos + _HEADER + length]
-        pos += _HEADER + length
-        if kind == _FULL:
-            out.append(chunk)
-        elif kind == _FIRST:
-            partial = chunk
-        elif kind == _MIDDLE:
-            partial += chunk
-        elif kind == _LAST:
-            out.append(partial + chunk)
-            partial = b""
-    return out
+from opusclip_track.backends.wandb import transaction_log_payloads
 
 
 def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
@@ -51,32 +20,21 @@ def _set(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def read_wandb_run(run_dir: str | Path, *, finished: bool = True, timeout_s: float = 30.0) -> dict[str, Any]:
-    """History rows, config and artifacts of the (single) offline W&B run under `run_dir`.
+def read_wandb_run(run_dir: str | Path, *, finished: bool = True) -> dict[str, Any]:
+    """History rows, config and artifacts of the (single) W&B run under `run_dir`, read once, as it is on disk.
 
-    `run.finish()` returns before the W&B service has written the run's `.wandb` file (measured: the file
-    still held only its 7-byte header right after `finish()`; it is written when the service closes the
-    run's stream, a few ms later). So for a finished run this waits, up to `timeout_s`, until the file ends
-    with the run's exit record; `finished=False` reads a run that never finished (a killed one) as it is.
+    No waiting: the W&B backend's `close()` returns only when the `.wandb` file holds the run's exit record. With
+    `finished` (the default) a missing exit record fails the read; `finished=False` reads a run that never
+    finished (a killed one) as it is.
 
     Returns:
         `{"history": [row dict with "_step"], "config": {key: value}, "run": RunRecord, "artifacts": [...],
         "summary": {...}, "files": [paths], "metrics": [MetricRecord (define_metric)], "exit": RunExitRecord
         or None, "environment": [EnvironmentRecord]}`.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            run = _read(Path(run_dir))
-        except Exception:  # the service is still writing the file
-            if not finished or time.monotonic() > deadline:
-                raise
-        else:
-            if not finished or run["exit"] is not None:
-                return run
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the W&B run under {run_dir} has no exit record after {timeout_s} s")
-        time.sleep(0.05)
+    run = _read(Path(run_dir))
+    assert not finished or run["exit"] is not None, f"the W&B run under {run_dir} has no exit record"
+    return run
 
 
 def _read(run_dir: Path) -> dict[str, Any]:
@@ -91,7 +49,7 @@ def _read(run_dir: Path) -> dict[str, Any]:
     metrics: list[Any] = []
     environment: list[Any] = []
     run = exit_record = None
-    for payload in _payloads(files[0].read_bytes()):
+    for payload in transaction_log_payloads(files[0].read_bytes()):
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")

@@ -23,14 +23,20 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import netrc
 import os
 import re
+import struct
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from ..records import Artifact, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend
+
+log = logging.getLogger(__name__)
 
 
 def api_key_configured() -> bool:
@@ -97,6 +103,7 @@ class WandbBackend(Backend):
         )
         self.run.define_metric(STEP_KEY)
         self.run.define_metric("*", step_metric=STEP_KEY)
+        self._log_file = Path(self.run.settings.sync_file)
 
     def log_scalars(self, records: Sequence[Scalars]) -> None:
         # One row per run of consecutive records at the same step with distinct keys (a loop's metrics and
@@ -163,5 +170,92 @@ class WandbBackend(Backend):
         self.run.log_artifact(artifact, aliases=record.aliases or None)
 
     def close(self, status: RunStatus = "finished") -> None:
-        """Finish the W&B run: exit code 0 when `status` is "finished", 1 otherwise (W&B shows it failed)."""
+        """Finish the W&B run (exit code 0 when `status` is "finished", 1 otherwise: W&B shows it failed) and
+        return once its transaction log (the `.wandb` file `wandb sync` uploads) is complete on disk.
+
+        `run.finish()` returns before that: it hands the finish to the W&B service, which closes the run's
+        stream, and so writes the file, afterwards (wandb 0.31 sends no reply to it; measured: right after
+        `finish()` the file held none of 100 logged rows in one try of three). So this waits until the file
+        ends with the run's exit record, up to `FINISH_WAIT_S`, then warns and returns.
+        """
         self.run.finish(exit_code=0 if status == "finished" else 1)
+        if not wait_for_exit_record(self._log_file, FINISH_WAIT_S):
+            log.warning("W&B run %s: its transaction log %s has no exit record %.0f s after finish(); the W&B "
+                        "service may still be writing it (`wandb sync` of it may miss its end)", self.run.id,
+                        self._log_file, FINISH_WAIT_S)
+
+
+# ---- the run's transaction log ----------------------------------------------------------------------------------
+FINISH_WAIT_S = 60.0  # how long `close` waits for the service to complete the `.wandb` file
+_BLOCK = 32 * 1024  # the log is LevelDB's format: 32 KiB blocks of chunks (4-byte CRC, uint16 length, 1-byte type)
+_CHUNK_HEADER = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+_TAIL_BLOCKS = 4  # where `has_exit_record` looks: the exit record is the last one W&B writes, and a few bytes
+
+
+def transaction_log_payloads(data: bytes, start: int = 0) -> list[bytes]:
+    """The serialised `wandb_internal_pb2.Record`s of a `.wandb` file's bytes, in order.
+
+    wandb 0.31 ships no reader, but the format is stable and simple: a 7-byte file header (`:W&B`, a uint16 magic,
+    a version byte) inside the first block, then LevelDB-style log chunks. `start` (a multiple of the block size)
+    reads from a later block: chunks of a record begun before it are skipped.
+    """
+    if start == 0 and data[:4] != b":W&B":
+        raise ValueError(f"data: expected a W&B transaction log, received a file starting with {data[:7]!r}")
+    out: list[bytes] = []
+    pos, partial = max(start, _CHUNK_HEADER), None
+    while pos + _CHUNK_HEADER <= len(data):
+        left_in_block = _BLOCK - (pos % _BLOCK)
+        if left_in_block < _CHUNK_HEADER:  # block trailer padding
+            pos += left_in_block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _CHUNK_HEADER])
+        if kind == 0 and length == 0:
+            pos += left_in_block
+            continue
+        chunk = data[pos + _CHUNK_HEADER:pos + _CHUNK_HEADER + length]
+        pos += _CHUNK_HEADER + length
+        if kind == _FULL:
+            out.append(chunk)
+        elif kind == _FIRST:
+            partial = chunk
+        elif kind == _MIDDLE and partial is not None:
+            partial += chunk
+        elif kind == _LAST and partial is not None:
+            out.append(partial + chunk)
+            partial = None
+    return out
+
+
+def has_exit_record(path: Path) -> bool:
+    """Whether the `.wandb` file at `path` holds its run's exit record (looking at its last blocks only)."""
+    from wandb.proto import wandb_internal_pb2
+
+    try:
+        data = path.read_bytes()
+    except OSError:  # not created yet
+        return False
+    if len(data) < _CHUNK_HEADER:  # created, header not written yet
+        return False
+    start = max(0, (len(data) // _BLOCK - _TAIL_BLOCKS) * _BLOCK)
+    for payload in reversed(transaction_log_payloads(data, start)[-8:]):
+        record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf module
+        try:
+            record.ParseFromString(payload)
+        except Exception:  # a chunk cut by a write in progress
+            continue
+        if record.WhichOneof("record_type") == "exit":
+            return True
+    return False
+
+
+def wait_for_exit_record(path: Path, timeout_s: float) -> bool:
+    """Wait until `has_exit_record(path)`, checking every 5 ms at first, then less often; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while not has_exit_record(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(0.1, pause * 2)
+    return True
