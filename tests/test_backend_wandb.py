@@ -153,3 +153,25 @@ def test_close_returns_when_the_wandb_file_is_complete(runs_dir: Path) -> None:
         run = read_wandb_run(config.run_dir)  # no waiting: what is on disk now
         assert [row[STEP_KEY] for row in run["history"]] == list(range(200)), f"attempt {attempt}"
         assert run["exit"] is not None and run["exit"].exit_code == 0
+
+
+def test_an_image_whose_file_is_gone_is_sent_from_memory_and_a_clip_without_its_mp4_fails_alone(
+        runs_dir: Path, tmp_path: Path) -> None:
+    from opusclip_track.media import encode_png
+    from opusclip_track.records import Media
+
+    config = _config(runs_dir)
+    backend = WandbBackend(config, config.run_dir, config.to_dict())
+    backend.start()
+    png = encode_png(np.full((8, 12, 3), 200, np.uint8))
+    image = Media("image", "samples/frame", 3, time.time(), None, {"height": 8, "width": 12},
+                  files={"png": tmp_path / "gone.png"}, encoded={"png": png})  # the file was removed
+    clip = Media("video", "samples/clip", 3, time.time(), None, {"fps": 4.0, "height": 8, "width": 12},
+                 files={"mp4": tmp_path / "gone.mp4"}, encoded={"gif": b"GIF89a"})
+    ((failed, error),) = backend.write([image, clip])
+    backend.close("finished")
+    assert failed is clip and isinstance(error, FileNotFoundError) and "gone.mp4" in str(error)
+    run = read_wandb_run(config.run_dir)
+    ((step, shown),) = _series(run["history"], "samples/frame")
+    assert step == 3 and shown["_type"] == "image-file" and (shown["width"], shown["height"]) == (12, 8)  # type: ignore[index]
+    assert [p for p in run["files"] if p.suffix == ".png"], "the PNG is in the run's files"

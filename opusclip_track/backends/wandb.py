@@ -147,20 +147,32 @@ class WandbBackend(Backend):
         self._log({record.name: hist}, record.step)
 
     def log_media(self, record: Media) -> None:
+        """A clip from its MP4 file, an image or figure from its PNG file (or, when that file could not be written
+        or is gone, from the PNG bytes encoded in memory), a table from its rows.
+
+        A clip whose MP4 was never written or is gone raises FileNotFoundError: like any failed record it is
+        retried with the next batches and given up after `MAX_ATTEMPTS` tries (counted in the run's health); its
+        store row (and the error, when the file could not be written) remains. W&B gets no clip for that step.
+        """
         wandb = self._wandb
         value: Any
         if record.kind == "video":
-            if "mp4" not in record.files:
-                raise FileNotFoundError(f"{record.name}: no MP4 file to send to W&B ({record.error})")
-            value = wandb.Video(str(record.files["mp4"]), caption=record.caption, format="mp4")
+            mp4 = record.files.get("mp4")
+            if mp4 is None or not mp4.is_file():
+                raise FileNotFoundError(f"{record.name} at step {record.step}: no MP4 file to send to W&B "
+                                        f"({record.error or f'{mp4} is gone'})")
+            value = wandb.Video(str(mp4), caption=record.caption, format="mp4")
         elif record.kind == "table":
             columns, rows = record.payload
             value = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
-        elif "png" in record.files:
+        elif "png" in record.files and record.files["png"].is_file():
             value = wandb.Image(str(record.files["png"]), caption=record.caption)
-        else:  # the file could not be written (`record.error`): the PNG encoded in memory
+        else:  # the file could not be written (`record.error`) or is gone: the PNG encoded in memory
             from PIL import Image
 
+            if "png" not in record.encoded:  # a record rebuilt from the store whose file is gone
+                raise FileNotFoundError(f"{record.name} at step {record.step}: no PNG to send to W&B "
+                                        f"({record.error or 'its file is gone'})")
             value = wandb.Image(Image.open(io.BytesIO(record.encoded["png"])), caption=record.caption)
         self._log({record.name: value}, record.step)
 
