@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 from .config import TrackingConfig
 
 if TYPE_CHECKING:
-    from .store import RunStore, list_runs
+    from .records import RunStatus
+    from .store import RunLockedError, RunStore, list_runs
     from .tracker import AdvancedExperimentTracker
 
-__all__ = ["AdvancedExperimentTracker", "RunStore", "TrackingConfig", "list_runs"]
+__all__ = ["AdvancedExperimentTracker", "RunLockedError", "RunStatus", "RunStore", "TrackingConfig", "list_runs"]
 __version__ = "0.1.0"
 
 # Imported on first use (PEP 562): the tracker pulls in torch, which a sweep worker process or a command
 # that only reads a store does not need to pay for at start-up.
-_LAZY = {"AdvancedExperimentTracker": ".tracker", "RunStore": ".store", "list_runs": ".store"}
+_LAZY = {"AdvancedExperimentTracker": ".tracker", "RunStore": ".store", "list_runs": ".store",
+         "RunLockedError": ".store", "RunStatus": ".records"}
 
 
 def __getattr__(name: str) -> Any:

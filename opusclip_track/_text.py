@@ -1,5 +1,5 @@
-"""Plain-text output shared by the command line and the summaries: one aligned table, one number format, and
-values made strict JSON.
+"""Plain-text output shared by the command line and the summaries: one aligned table, one Markdown table, one
+number format, and values made strict JSON.
 
 A leaf module (standard library only), so the command line can print tables without importing torch.
 
@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["format_number", "format_table", "plain_json"]
+__all__ = ["format_number", "format_table", "markdown_table", "plain_json"]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, align: str | None = None) -> str:
@@ -51,6 +51,25 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, align:
 def _line(cells: Sequence[str], widths: list[int], align: str) -> str:
     padded = (str(c).rjust(w) if a == ">" else str(c).ljust(w) for c, w, a in zip(cells, widths, align, strict=True))
     return "  ".join(padded).rstrip()
+
+
+def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown (GitHub) table, as TensorBoard's Text tab renders it: cells through `format_number` (floats to 6
+    significant digits, None as "None"; pass strings to show values exactly), `|` escaped, newlines as spaces.
+
+    Example:
+        >>> print(markdown_table(["model", "psnr"], [["conv", 14.912345678], ["vit", None]]))
+        | model | psnr |
+        |---|---|
+        | conv | 14.9123 |
+        | vit | None |
+    """
+    def cell(value: Any) -> str:
+        return format_number(value, missing="None").replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def format_number(value: Any, *, missing: str = "-") -> str:

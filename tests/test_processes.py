@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
-from opusclip_track.store import RunLockedError
+from opusclip_track import AdvancedExperimentTracker, RunLockedError, RunStore, TrackingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

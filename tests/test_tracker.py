@@ -498,3 +498,11 @@ def test_log_artifact_records_a_file_for_the_backends_and_checks_its_arguments(r
     (event,) = RunStore(tracker.run_dir).events("artifact")
     assert event["name"] == "lora-adapter" and event["path"] == str(weights)
     assert event["data"] == {"type": "model", "aliases": ["best"], "step": 3, "hf_token": "***REDACTED***"}
+
+
+def test_the_package_exports_the_run_status_and_the_lock_error_without_importing_torch(tmp_path: Path) -> None:
+    code = ("import sys\nfrom typing import get_args\nfrom opusclip_track import RunLockedError, RunStatus\n"
+            "assert get_args(RunStatus) == ('finished', 'failed') and issubclass(RunLockedError, RuntimeError)\n"
+            "assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr

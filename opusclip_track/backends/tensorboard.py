@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from .._text import markdown_table
 from ..records import Graph, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend, flatten
 
@@ -88,7 +89,7 @@ class TensorBoardBackend(Backend):
         self._hparams, self._hparams_start = _read_session_start(self.run_dir / HPARAMS_FILE)
         if self._hparams_start is not None:
             self._write_session(status=None)
-        self.log_text(Text("config", _markdown_table(flatten(self.run_config)), 0, time.time()))
+        self.log_text(Text("config", _key_value_table(flatten(self.run_config)), 0, time.time()))
 
     def _event(self, step: int, wall_time: float, values: list[Any]) -> None:
         summary = self._Summary(value=values)
@@ -162,7 +163,7 @@ class TensorBoardBackend(Backend):
 
     def update_config(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
-            self.log_text(Text(f"config/{key}", _markdown_table(flatten(value) if isinstance(value, dict)
+            self.log_text(Text(f"config/{key}", _key_value_table(flatten(value) if isinstance(value, dict)
                                                                else {key: value}), 0, time.time()))
 
     def log_graph(self, record: Graph) -> None:
@@ -180,7 +181,7 @@ class TensorBoardBackend(Backend):
         """A table as Markdown text; a clip as an animated GIF and an image or figure as a PNG (Images tab)."""
         if record.kind == "table":
             columns, rows = record.payload
-            self.log_text(Text(record.name, _markdown(columns, rows), record.step, record.wall_time))
+            self.log_text(Text(record.name, markdown_table(columns, rows), record.step, record.wall_time))
             return
         height, width = record.options["height"], record.options["width"]
         if record.kind != "video":
@@ -242,16 +243,6 @@ def _gif_from_mp4(path: Path, fps: float) -> tuple[bytes, int, int]:
     return media.encode_gif(array, fps), int(array.shape[1]), int(array.shape[2])
 
 
-def _markdown(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        text = f"{value:.6g}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _markdown_table(values: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in sorted(values.items()))
-    return "| key | value |\n|---|---|\n" + rows
+def _key_value_table(values: dict[str, Any]) -> str:
+    """A config as a two-column Markdown table, values exactly as `str` shows them."""
+    return markdown_table(["key", "value"], [[key, str(value)] for key, value in sorted(values.items())])
