@@ -175,3 +175,31 @@ def test_an_image_whose_file_is_gone_is_sent_from_memory_and_a_clip_without_its_
     ((step, shown),) = _series(run["history"], "samples/frame")
     assert step == 3 and shown["_type"] == "image-file" and (shown["width"], shown["height"]) == (12, 8)  # type: ignore[index]
     assert [p for p in run["files"] if p.suffix == ".png"], "the PNG is in the run's files"
+
+
+def test_a_wandb_sweep_trial_logs_true_steps_with_the_backends_settings(tmp_path: Path) -> None:
+    """The W&B engine's own run per trial (what `wandb.agent` calls; here in a process of its own, offline, without
+    the agent): values reported out of step order keep their steps, and W&B's argv/metadata capture is off as in
+    the backend."""
+    (tmp_path / "trial.py").write_text(textwrap.dedent("""
+        from opusclip_track.sweep import SweepConfig
+        from opusclip_track.sweep.wandb_agent import _WandbTrial
+
+        def objective(params, ctx):
+            for step in (5, 2, 9):  # a late evaluation arrives after a later one
+                ctx.report(float(step), step)
+            return 1.0
+
+        config = SweepConfig.coerce({"name": "s", "method": "grid", "metric": {"name": "val/loss", "goal": "minimize"},
+                                     "parameters": {"lr": {"values": [0.1]}}})
+        _WandbTrial(config, objective, {"log_dir": "runs", "system_monitor_interval_s": 0})()
+    """))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}  # the agent's runs are online
+    done = subprocess.run([sys.executable, "trial.py", "--api-key", "KEYSECRET-31d"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    run = read_wandb_run(tmp_path / "wandb")
+    assert [(step, value) for step, value in _series(run["history"], "val/loss")] == [(5, 5.0), (2, 2.0), (9, 9.0)]
+    assert any(m.glob_name == "*" and m.step_metric == STEP_KEY for m in run["metrics"])
+    leaks = [p for p in (tmp_path / "wandb").rglob("*") if p.is_file() and b"KEYSECRET-31d" in p.read_bytes()]
+    assert leaks == [], "W&B's own argv capture is off, as in the backend"

@@ -72,6 +72,13 @@ def wandb_settings() -> Any:
                           save_code=False)
 
 
+def use_step_axis(run: Any) -> None:
+    """Make `STEP_KEY` the x-axis of every chart of `run`; each row then logs its true step under `STEP_KEY`
+    (`run.log({**row, STEP_KEY: step})`, no `step=`), so rows delivered out of step order all keep their step."""
+    run.define_metric(STEP_KEY)
+    run.define_metric("*", step_metric=STEP_KEY)
+
+
 def run_id(run_name: str) -> str:
     """A W&B run id derived from the run name, so resuming the run name resumes the W&B run."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", run_name)[:64]
@@ -101,9 +108,7 @@ class WandbBackend(Backend):
             notes=self.run_config.get("notes", cfg.notes) or None,
             mode=mode, resume="allow" if cfg.resume else None, reinit="create_new", settings=wandb_settings(),
         )
-        self.run.define_metric(STEP_KEY)
-        self.run.define_metric("*", step_metric=STEP_KEY)
-        self._log_file = Path(self.run.settings.sync_file)
+        use_step_axis(self.run)
 
     def log_scalars(self, records: Sequence[Scalars]) -> None:
         # One row per run of consecutive records at the same step with distinct keys (a loop's metrics and
@@ -190,11 +195,17 @@ class WandbBackend(Backend):
         `finish()` the file held none of 100 logged rows in one try of three). So this waits until the file
         ends with the run's exit record, up to `FINISH_WAIT_S`, then warns and returns.
         """
-        self.run.finish(exit_code=0 if status == "finished" else 1)
-        if not wait_for_exit_record(self._log_file, FINISH_WAIT_S):
-            log.warning("W&B run %s: its transaction log %s has no exit record %.0f s after finish(); the W&B "
-                        "service may still be writing it (`wandb sync` of it may miss its end)", self.run.id,
-                        self._log_file, FINISH_WAIT_S)
+        finish_run(self.run, 0 if status == "finished" else 1)
+
+
+def finish_run(run: Any, exit_code: int) -> None:
+    """`run.finish(exit_code)`, returning once the run's `.wandb` file holds its exit record (see
+    `WandbBackend.close`), or after `FINISH_WAIT_S` with a warning."""
+    log_file = Path(run.settings.sync_file)
+    run.finish(exit_code=exit_code)
+    if not wait_for_exit_record(log_file, FINISH_WAIT_S):
+        log.warning("W&B run %s: its transaction log %s has no exit record %.0f s after finish(); the W&B service "
+                    "may still be writing it (`wandb sync` of it may miss its end)", run.id, log_file, FINISH_WAIT_S)
 
 
 # ---- the run's transaction log ----------------------------------------------------------------------------------

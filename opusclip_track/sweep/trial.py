@@ -59,8 +59,10 @@ class TrialContext:
         self.last_value = value
         if self.tracker is not None and log:
             self.tracker.log_metrics({self.metric_name: value}, step=step)
-        if self._wandb_run is not None:
-            self._wandb_run.log({self.metric_name: value}, step=step)
+        if self._wandb_run is not None:  # the true step as a column, as the W&B backend logs (see use_step_axis)
+            from ..backends.wandb import STEP_KEY
+
+            self._wandb_run.log({self.metric_name: value, STEP_KEY: step})
         if self._trial is not None:
             self._trial.report(value, step)
             if self._trial.should_prune():

@@ -45,8 +45,12 @@ class _WandbTrial:
     def __call__(self) -> None:
         import wandb
 
+        from ..backends.wandb import finish_run, use_step_axis, wandb_settings
+
         name, metric = self.config.name, self.config.metric_name
-        with wandb.init(group=name) as run:
+        # The W&B backend's settings (no argv/metadata/code capture) and its true-step x-axis.
+        with wandb.init(group=name, settings=wandb_settings()) as run:
+            use_step_axis(run)
             params = dict(run.config)
             with tracked_run(name, f"{name}-{run.id}", self.tracking, use_wandb=False) as tracker:
                 ctx = TrialContext(self.number, name, params, metric, tracker=tracker, wandb_run=run)
@@ -54,6 +58,7 @@ class _WandbTrial:
                 value = finite(self.objective(params, ctx), metric)
                 tracker.log_hyperparameters(params, metrics={metric: value})
             run.summary[metric] = value
+            finish_run(run, 0)  # its .wandb file complete before the agent starts the next trial
 
 
 def run_wandb_sweep(config: SweepSource, objective: Objective | str,
