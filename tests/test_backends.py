@@ -1,0 +1,140 @@
+"""One contract for every backend of the registry, each read back by its own real reader (`_readers.read_back`):
+TensorBoard's `EventAccumulator`, the W&B offline run's `.wandb` file, MLflow's `MlflowClient` on its local store.
+
+The shape of Lightning's `ALL_LOGGER_CLASSES` suite, without its mocks: one run per backend writes every kind of
+record through the tracker, and one more ends failed; each test then checks one kind on every backend. A hook a
+backend does not implement (its `Backend` default is a no-op) must show nothing, so the suite also says what each
+backend leaves out. A backend added to `REGISTRY` runs this whole suite; it only needs a reader in `_readers.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from _readers import Readback, read_back
+from opusclip_track import AdvancedExperimentTracker, TrackingConfig
+from opusclip_track.backends import REGISTRY, Backend, get_backend_class
+
+HYPERPARAMETERS = {"lr": 0.001, "batch_size": 8, "model": {"depth": 4, "kind": "unet"}}
+LOSS = [(step, 1.0 / (step + 1)) for step in range(0, 30, 3)]
+CLIP_FRAMES, IMAGE_SIZE = 6, (16, 24)
+
+
+@dataclass
+class Runs:
+    backend: str
+    finished: Readback
+    failed: Readback
+    artifact_file: str
+
+
+def _config(backend: str, root: Path, run_name: str) -> TrackingConfig:
+    return TrackingConfig(experiment_name="contract", project_name="opusclip-contract", run_name=run_name,
+                          log_dir=str(root / "runs"), checkpoint_dir=str(root / "ckpt"), use_tensorboard=False,
+                          use_wandb=False, backends=[backend], wandb_mode="offline", system_monitor_interval_s=0,
+                          # one MLflow store for both runs (creating one costs seconds); unused by the others
+                          mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def _write_finished(config: TrackingConfig, artifact: Path) -> None:
+    with AdvancedExperimentTracker(config) as tracker:
+        tracker.log_hyperparameters(HYPERPARAMETERS)
+        for step, loss in LOSS:
+            tracker.log_metrics({"train/loss": loss}, step=step)
+        tracker.log_text("notes", "**bold** <prompt> & more", step=1)
+        tracker.log_histogram("weights", np.linspace(-1.0, 1.0, 500), step=2, bins=10)
+        tracker.log_video(torch.rand(CLIP_FRAMES, 3, 16, 24), "clip", step=3, fps=4)
+        tracker.log_image(torch.rand(3, *IMAGE_SIZE), "frame", step=3)
+        tracker.log_table("results", ["model", "psnr"], [["unet", 14.5], ["dit", 15.25]], step=4)
+        tracker.log_artifact(artifact, "weights", aliases=["best"], metadata={"step": 27})
+
+
+def _write_failed(config: TrackingConfig) -> None:
+    with pytest.raises(RuntimeError, match="diverged"), AdvancedExperimentTracker(config) as tracker:
+        tracker.log_hyperparameters({"lr": 0.5})  # TensorBoard shows a run's end with its hyperparameters
+        tracker.log_metrics({"train/loss": 9.5}, step=0)
+        raise RuntimeError("loss diverged")
+
+
+@pytest.fixture(scope="module", params=sorted(REGISTRY))
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    backend: str = request.param
+    root = tmp_path_factory.mktemp(backend)
+    with pytest.MonkeyPatch.context() as env:  # as conftest's per-test isolation, for the whole module
+        env.chdir(root)
+        env.delenv("WANDB_API_KEY", raising=False)
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.setenv("NETRC", str(root / "no-netrc"))
+        env.setenv("WANDB_CONFIG_DIR", str(root / ".wandb-config"))
+        env.setenv("WANDB_CACHE_DIR", str(root / ".wandb-cache"))
+        artifact = root / "unet-best.safetensors"
+        artifact.write_bytes(b"\x01" * 256)
+        finished, failed = _config(backend, root, "finished"), _config(backend, root, "failed")
+        _write_finished(finished, artifact)
+        _write_failed(failed)
+        yield Runs(backend, read_back(backend, finished), read_back(backend, failed), artifact.name)
+
+
+def implements(backend: str, hook: str) -> bool:
+    """Whether the backend overrides a `Backend` hook (the base class's are no-ops)."""
+    return getattr(get_backend_class(backend), hook) is not getattr(Backend, hook)
+
+
+def _shown(value: Any) -> Any:
+    """A hyperparameter as every backend can show it: numbers as floats (MLflow keeps text, TensorBoard floats)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+# ---- the contract ---------------------------------------------------------------------------------------------
+def test_scalars_at_their_steps(runs: Runs) -> None:
+    shown = runs.finished.scalars["train/loss"]
+    assert [step for step, _ in shown] == [step for step, _ in LOSS]
+    np.testing.assert_allclose([v for _, v in shown], [v for _, v in LOSS], rtol=1e-6)
+    assert runs.failed.scalars["train/loss"] == [(0, 9.5)], "what a failed run logged is shown"
+
+
+def test_text(runs: Runs) -> None:
+    expected = {"notes": [(1, "**bold** <prompt> & more")]} if implements(runs.backend, "log_text") else {}
+    assert {name: v for name, v in runs.finished.texts.items() if name == "notes"} == expected
+
+
+def test_histogram(runs: Runs) -> None:
+    expected = {"weights": [(2, 500)]} if implements(runs.backend, "log_histogram") else {}
+    assert runs.finished.histograms == expected
+
+
+def test_clip(runs: Runs) -> None:
+    assert runs.finished.clips == {"clip": [(3, CLIP_FRAMES)]}
+
+
+def test_image(runs: Runs) -> None:
+    assert runs.finished.images == {"frame": [(3, IMAGE_SIZE)]}
+
+
+def test_table(runs: Runs) -> None:
+    assert runs.finished.tables.get("results") == [(4, ["model", "psnr"])]
+
+
+def test_hyperparameters(runs: Runs) -> None:
+    shown = {key: _shown(value) for key, value in runs.finished.hyperparameters.items()}
+    expected = {"lr": 0.001, "batch_size": 8.0, "model/depth": 4.0, "model/kind": "unet"}
+    assert {key: shown.get(key) for key in expected} == expected
+
+
+def test_artifact(runs: Runs) -> None:
+    expected = {"weights": [runs.artifact_file]} if implements(runs.backend, "log_artifact") else {}
+    assert runs.finished.artifacts == expected
+
+
+def test_status_finished_and_failed(runs: Runs) -> None:
+    assert (runs.finished.status, runs.failed.status) == ("finished", "failed")
