@@ -30,7 +30,7 @@ class BackendSlot:
     back); a record that still fails after `MAX_ATTEMPTS` tries is given up by this backend (it stays in the
     local store, for `opusclip-track sync`). The first error is reported once, not once per record. Every
     call into the backend is guarded against any exception, `SystemExit` and `KeyboardInterrupt` included
-    (a backend must not stop the worker). `given_up` counts exactly the records this backend never
+    (a backend must not stop its thread). `given_up` counts exactly the records this backend never
     received: given up after their tries, beyond `MAX_RETRY_RECORDS`, or still waiting at close.
     """
 

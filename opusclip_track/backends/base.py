@@ -1,8 +1,9 @@
 """The backend interface: what every destination of records (TensorBoard, W&B, ...) implements.
 
-A backend runs on the tracker's worker thread only, so it needs no locks. `__init__` only stores its
-arguments; `start()` does the work (creating files, starting a W&B run), so a failure there is isolated
-and reported like any other backend error. Hooks a backend does not support are no-ops.
+Each backend runs on a thread of its own (its stage of the run writer, `_backend_stage.BackendStage`) and only
+there, from `start()` to `close()`, so it needs no locks, and a backend that stalls delays no other. `__init__`
+only stores its arguments; `start()` does the work (creating files, starting a W&B run), so a failure there is
+isolated and reported like any other backend error. Hooks a backend does not support are no-ops.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Backend(ABC):
 
     @abstractmethod
     def start(self) -> None:
-        """Open files/connections. Called once on the worker before the first write."""
+        """Open files/connections. Called once, on the backend's own thread, before the first write."""
 
     @abstractmethod
     def log_scalars(self, records: Sequence[Scalars]) -> None:
@@ -93,7 +94,12 @@ class Backend(ABC):
 
     @abstractmethod
     def close(self, status: RunStatus = "finished") -> None:
-        """Flush and release everything. Called once, with how the run ended ("finished" or "failed")."""
+        """Flush and release everything. Called once, with how the run ended ("finished" or "failed").
+
+        Returns only when what the backend wrote is durable and complete where its readers look (a W&B run's
+        `.wandb` file with its exit record, an MLflow run terminated): `opusclip-track sync` and the tests read
+        it right after.
+        """
 
     def write(self, records: Sequence[Record]) -> list[tuple[Record, BaseException]]:
         """`deliver` the records, then `flush`; returns the records that failed, with their errors."""
@@ -107,7 +113,7 @@ class Backend(ABC):
         Scalars go together (a backend writes them as one group); every other record alone, so one bad
         record (a file that vanished, a value a service rejects) fails alone. Any exception counts as a
         failure of its records, `SystemExit` and `KeyboardInterrupt` raised inside a hook included: a
-        backend never stops the worker that calls it.
+        backend never stops the thread that calls it.
         """
         failures: list[tuple[Record, BaseException]] = []
         scalars = [r for r in records if isinstance(r, Scalars)]
