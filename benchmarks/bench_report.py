@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from opusclip_track._downsample import minmax_downsample
 from opusclip_track.report import build_report
 from opusclip_track.report.data import DEFAULT_KEYS, load_run
-from opusclip_track.report.downsample import minmax_downsample
 from opusclip_track.store import RunStore
 
 KEYS = ("train/loss", "train/grad_norm", "train/lr", "val/loss", "video/psnr", "video/ssim", "video/lpips",

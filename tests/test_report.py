@@ -21,11 +21,11 @@ import pytest
 
 from _report_runs import FAILED, FRAMES, GROUPS, SEEDS, STEPS, run_name, write_runs
 from opusclip_track import RunStore
+from opusclip_track._downsample import bucket_mean
 from opusclip_track.report import build_report, minmax_downsample, svg
 from opusclip_track.report import clips as report_clips
 from opusclip_track.report.cli import add_report_parser
 from opusclip_track.report.data import RunData, group_runs
-from opusclip_track.report.downsample import bucket_mean
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opusclip_track._text import plain_json
 from opusclip_track.report.clips import Clip, MediaMode, choose_clips, place_clips
 from opusclip_track.report.data import (
     DEFAULT_KEYS,
@@ -236,18 +236,9 @@ def report_json(report: Report) -> dict[str, Any]:
     } for key, m in report.metrics.items()}
     sweep = None if report.sweep is None else {
         **dataclasses.asdict(report.sweep), "figures": {k: str(v) for k, v in report.sweep.figures.items()}}
-    return _plain({
+    return plain_json({
         "title": report.title, "generated_at": report.generated_at, "confidence": report.confidence,
         "group_by": report.group_key, "groups": {g: [r.name for r in rs] for g, rs in report.groups.items()},
         "keys": report.keys, "runs": runs, "metrics": metrics, "methods": METHODS, "sweep": sweep,
     })
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
