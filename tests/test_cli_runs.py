@@ -14,22 +14,11 @@ from typing import Any, ClassVar
 
 import pytest
 
+from _runs import make_run
 from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend
 from opusclip_track.cli import main
 from opusclip_track.records import Hyperparameters, RunStatus, Scalars
-
-
-def make_run(runs_dir: Path, name: str, loss: float, **overrides: object) -> Path:
-    options: dict[str, object] = {"experiment_name": "cli", "log_dir": str(runs_dir), "use_wandb": False,
-                                  "run_name": name, "system_monitor_interval_s": 0.0}
-    options.update(overrides)
-    with AdvancedExperimentTracker(TrackingConfig(**options)) as tracker:  # type: ignore[arg-type]
-        for step in range(5):
-            tracker.log_metrics({"train/loss": loss + step, "video/psnr": 20.0 + step}, step=step)
-        tracker.log_text("note", "hello", step=1)
-        tracker.log_hyperparameters({"lr": 0.01})
-    return tracker.run_dir
 
 
 def test_list_show_and_compare(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from _readers import scalars, tensorboard_accumulator
+from _runs import make_run
 from _tensorboard_server import TensorBoardServer
 from _wandb_reader import read_wandb_run
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
@@ -18,18 +19,6 @@ from opusclip_track.backends.wandb import STEP_KEY
 from opusclip_track.cli import main
 
 CLIP_STEPS = [0, 2, 4, 6, 8]
-
-
-def make_run(runs_dir: Path, name: str, loss: float, **overrides: object) -> Path:
-    options: dict[str, object] = {"experiment_name": "cli", "log_dir": str(runs_dir), "use_wandb": False,
-                                  "run_name": name, "system_monitor_interval_s": 0.0}
-    options.update(overrides)
-    with AdvancedExperimentTracker(TrackingConfig(**options)) as tracker:  # type: ignore[arg-type]
-        for step in range(5):
-            tracker.log_metrics({"train/loss": loss + step, "video/psnr": 20.0 + step}, step=step)
-        tracker.log_text("note", "hello", step=1)
-        tracker.log_hyperparameters({"lr": 0.01})
-    return tracker.run_dir
 
 
 def _log_everything(tracker: AdvancedExperimentTracker) -> None:
