@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -21,10 +23,19 @@ from ._lifecycle import describe
 from ._tracker_core import TrackerCore
 from .checkpoint import CheckpointInfo, CheckpointManager, LoadedCheckpoint
 from .config import TrackingConfig
-from .diagnostics import ModelWatcher, model_architecture_summary, trace_graph, training_step_metrics
+from .diagnostics import (
+    ModelWatcher,
+    Stats,
+    WatchMode,
+    model_architecture_summary,
+    no_backward_message,
+    trace_graph,
+    training_step_metrics,
+    unwrap_model,
+)
 from .distributed import rank_zero_only
 from .metrics.names import PER_FRAME_TABLE, per_frame_table
-from .records import Artifact, Rewind
+from .records import Artifact, Histogram, Rewind, Scalars
 from .system import SystemMonitor
 
 log = logging.getLogger("opusclip_track")
@@ -141,33 +152,129 @@ class AdvancedExperimentTracker(TrackerCore):
     def log_training_step(self, loss: Any, *, grad_norm: Any = None, learning_rate: Any = None,
                           nan_count: Any = None, inf_count: Any = None, clipped: Any = None,
                           step: int | None = None) -> None:
-        """Log one optimisation step's loss and stability numbers, plus `watch`ed model statistics.
+        """Log one optimisation step's loss and stability numbers under `train/`.
 
-        Values may be 0-d device tensors (resolved on the worker). On steps where a watched model is due
-        (`step % log_freq == 0`), its gradient/weight norms, NaN/Inf counts and histograms are logged too.
+        Values may be 0-d device tensors (resolved on the worker). A `watch`ed model's statistics come from its
+        backward-pass hooks, not from here; only for a watched model whose hooks have seen no backward pass
+        (gradients assigned by hand) are they collected here, on steps where `step % log_freq == 0`. Either way
+        a watched model logs at most one set of statistics per step.
         """
         metrics = training_step_metrics(loss, grad_norm=grad_norm, learning_rate=learning_rate,
                                         nan_count=nan_count, inf_count=inf_count, clipped=clipped)
         self.log_metrics(metrics, step)
         at = self._step if step is None else step
         for watcher in self._watchers:
-            collected = watcher.maybe_collect(at)
+            collected = watcher.maybe_collect(at) if watcher.attached and watcher.passes == 0 else None
             if collected is not None:
-                scalars, histograms = collected
-                self.log_metrics(scalars, step=at)
-                for name, values in histograms.items():
-                    self.log_histogram(name, values, step=at)
+                self._log_watched(watcher, collected, at)
 
-    def watch(self, model: torch.nn.Module, log: Literal["gradients", "parameters", "all"] = "gradients",
-              log_freq: int = 100) -> ModelWatcher:
-        """Record gradient/weight norms, NaN/Inf counts and histograms every `log_freq` training steps.
+    def watch(self, model: torch.nn.Module, log: WatchMode | None = "gradients", log_freq: int = 100,
+              log_graph: bool = False, *, name: str | None = None) -> ModelWatcher:
+        """Record `model`'s gradient and/or weight statistics every `log_freq` backward passes, as `wandb.watch`.
 
-        Statistics are computed on the device when `log_training_step` runs on a due step; other steps cost
-        one modulo. Returns the watcher (its `collect()` gives the numbers directly).
+        Nothing else to call: hooks on the model's trainable parameters count backward passes. On every
+        `log_freq`-th pass (the `log_freq`-th, the `2 * log_freq`-th, ...) the statistics are taken on the device
+        when the pass ends, and logged when the next pass starts (or at `unwatch`/close) at the tracker's current
+        step then: in a loop that logs after `optimizer.step()`, the step it logged for that backward pass. No
+        value is read on the training thread, and the tracker's step is never advanced.
+
+        A step is one backward pass, as in wandb: with gradient accumulation over k micro-batches a `log_freq`
+        that is a multiple of k records the gradients summed over the whole optimizer step. A model called several
+        times before one `backward()` counts one pass. Frozen parameters and those without a gradient in a pass are
+        left out of the gradient statistics (frozen ones keep their weight statistics). Under a `GradScaler` the
+        gradients at the end of backward are scaled: their norms and histograms are the loss scale times the true
+        ones (NaN/Inf counts are what the scaler will find). With DDP the gradients are taken after its averaging.
+
+        Args:
+            model: The module trained, or its DDP / DataParallel / `torch.compile` wrapper (keys use the names of
+                the module inside). Watching a watched model again replaces its hooks and settings.
+            log: "gradients": `grad/<param>/norm`, `grad/global_norm`, `grad/nan_count`, `grad/inf_count` and
+                histograms `grad/<param>`; "parameters": `param/<param>/norm` and histograms `param/<param>`;
+                "all": both; None: nothing (with `log_graph`, the graph only).
+            log_freq: Backward passes from one record to the next.
+            log_graph: Trace the model on its first forward pass into TensorBoard's Graphs tab.
+            name: Key prefix, `grad/<name>/...`, to keep several models apart; by default the first model watched
+                has none and each further one its class name (`grad/Discriminator/...`).
+
+        Returns:
+            The `ModelWatcher` (`passes` counted so far; `collect()` gives the numbers now).
         """
-        watcher = ModelWatcher(model, log=log, log_freq=log_freq)
-        self._watchers.append(watcher)
+        self._check_open()
+        existing = next((w for w in self._watchers if w.attached and w.watches(model)), None)
+        if name is None:
+            name = existing.name if existing is not None else self._watch_name(model)
+        elif any(w.name == name and w is not existing for w in self._watchers):
+            raise ValueError(f"name: expected a name no other watched model of this run uses, received {name!r}")
+        watcher = ModelWatcher(model, log=log, log_freq=log_freq, name=name)
+        if existing is not None:
+            self._unwatch_one(existing, log_pending=True)
+            self._watchers[self._watchers.index(existing)] = watcher
+        else:
+            self._watchers.append(watcher)
+        self._attach_watcher(watcher, log_graph)
         return watcher
+
+    def unwatch(self, model: torch.nn.Module | None = None) -> None:
+        """Remove `watch`'s hooks from `model` (every watched model when None), after logging the statistics it
+        took and has not logged yet. A model never watched gets a warning, as in wandb."""
+        watched = [w for w in self._watchers if w.attached and (model is None or w.watches(model))]
+        if model is not None and not watched:
+            warnings.warn(f"unwatch: {type(model).__name__} is not watched by run {self.run_name!r}", stacklevel=2)
+        unseen = [w for w in watched if self._unwatch_one(w, log_pending=not self._closed)]
+        if unseen:
+            warnings.warn(no_backward_message(unseen, "unwatch"), stacklevel=2)
+
+    def _watch_name(self, model: torch.nn.Module) -> str:
+        """No prefix for the first model watched in this run; the class name (made unique) for the others."""
+        if not self._watchers:
+            return ""
+        used = {w.name for w in self._watchers}
+        base = type(unwrap_model(model)).__name__
+        return next(n for n in (base, *(f"{base}_{i}" for i in range(2, len(used) + 3))) if n not in used)
+
+    @rank_zero_only
+    def _attach_watcher(self, watcher: ModelWatcher, log_graph: bool) -> None:
+        tracker = weakref.ref(self)  # the model's hooks must not keep a finished run alive
+
+        def deliver(stats: Stats) -> None:
+            live = tracker()
+            if live is not None and not live._closed:
+                live._log_watched(watcher, stats, live._current_step(None))
+
+        def graph(module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+            live = tracker()
+            if live is not None and not live._closed:
+                with torch.no_grad():
+                    live._log_graph(watcher.name or "model", module, inputs)
+
+        watcher.attach(deliver, graph if log_graph else None)
+
+    def _log_watched(self, watcher: ModelWatcher, stats: Stats, step: int) -> None:
+        """Hand one set of `watcher`'s statistics to the writer at `step`, unless it logged one there already."""
+        scalars, histograms = stats
+        if step == watcher.logged_step or not (scalars or histograms):
+            return
+        watcher.logged_step = step
+        now = time.time()
+        if scalars:
+            self._put(Scalars(step, now, self._scalars.check(scalars)), 64 + 48 * len(scalars))
+        for key, values in histograms.items():  # already private copies: no second clone (log_histogram's)
+            self._put(Histogram(key, values, step, now), 256 + values.numel() * values.element_size())
+
+    def _unwatch_one(self, watcher: ModelWatcher, *, log_pending: bool) -> bool:
+        """Detach `watcher`, logging what it took and had not logged; True when it recorded nothing because no
+        backward pass reached it."""
+        pending = watcher.detach()
+        if pending is not None and log_pending:
+            self._log_watched(watcher, pending, self._current_step(None))
+        return watcher.log is not None and watcher.passes == 0 and watcher.logged_step is None
+
+    def _close_watchers(self) -> None:
+        """At close, before the writer closes: every watched model's last statistics are logged and its hooks
+        removed; one warning names the watched models no backward pass reached."""
+        unseen = [w for w in self._watchers if w.attached and self._unwatch_one(w, log_pending=True)]
+        if unseen:
+            warnings.warn(no_backward_message(unseen, "close"), stacklevel=3)
 
     def log_model_architecture(self, model: torch.nn.Module, name: str = "model",
                                graph_input: Any = None) -> dict[str, int]:

@@ -132,6 +132,45 @@ def test_watcher_bad_arguments() -> None:
         nonfinite_counts([])
 
 
+def test_attached_watcher_counts_backward_passes_and_hands_each_due_set_over_at_the_next_pass() -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    delivered: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+    watcher = ModelWatcher(nn.parallel.DataParallel(model), log="gradients", log_freq=2, name="net")
+    watcher.attach(delivered.append)
+    norms = []
+    for _ in range(3):
+        model.zero_grad()
+        model(torch.randn(4, 3)).sum().backward()
+        norms.append(torch.linalg.vector_norm(model[0].weight.grad).item())
+        with torch.no_grad():
+            model[0].weight.add_(1.0)  # an optimizer step between the snapshot and its delivery
+    assert watcher.passes == 3 and len(delivered) == 1  # pass 2, delivered when pass 3 started
+    scalars, histograms = delivered[0]
+    assert scalars["grad/net/0.weight/norm"].item() == pytest.approx(norms[1], rel=1e-6)
+    assert set(histograms) == {"grad/net/0.weight", "grad/net/0.bias"}
+    model(torch.randn(4, 3)).sum().backward()  # pass 4 is due: taken, not yet delivered
+    pending = watcher.detach()
+    assert pending is not None and not watcher.attached
+    model(torch.randn(4, 3)).sum().backward()
+    assert watcher.passes == 4 and len(delivered) == 1  # detached: no hook left on the model
+
+
+def test_a_deliver_that_raises_never_breaks_a_backward_pass(caplog: pytest.LogCaptureFixture) -> None:
+    model = nn.Linear(3, 1)
+
+    def broken(_stats: object) -> None:
+        raise OSError("disk full")
+
+    watcher = ModelWatcher(model, log="gradients", log_freq=1)
+    watcher.attach(broken)
+    for _ in range(4):
+        model(torch.randn(2, 3)).sum().backward()
+    assert watcher.passes == 4
+    assert [r.getMessage() for r in caplog.records].count(
+        "opusclip-track: watching model 'Linear': deliver failed (OSError: disk full); training goes on "
+        "(reported once)") == 1
+
+
 # ---- model_architecture_summary ----------------------------------------------------------------------------
 def test_architecture_counts_match_numel() -> None:
     model = nn.Sequential()

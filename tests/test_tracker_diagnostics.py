@@ -51,30 +51,46 @@ def test_log_video_metrics_the_original_call(runs_dir: Path) -> None:
 
 
 def test_training_steps_and_watch_histograms_every_log_freq(runs_dir: Path) -> None:
+    """`log_training_step` beside a watched model: the hooks' statistics once per due backward pass, at the step
+    logged after it, and never a second set from `log_training_step` on the same step."""
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with make(runs_dir) as tracker:
         tracker.watch(model, log="all", log_freq=5)
         for step in range(12):
-            loss = model(torch.randn(16, 4)).pow(2).mean()
+            x = torch.randn(16, 4)
+            if step == 9:
+                x[0, 0] = float("nan")  # a NaN input: every gradient of this backward pass is NaN
+            loss = model(x).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
-            if step == 10:
-                model[0].weight.grad[0, 0] = float("nan")
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             tracker.log_training_step(loss.detach(), grad_norm=grad_norm, learning_rate=0.1, step=step)
             optimizer.step()
     store = RunStore(tracker.run_dir)
     assert [s for s, _, _ in store.history("train/loss")] == list(range(12))
-    assert [s for s, _, _ in store.history("grad/global_norm")] == [0, 5, 10]
+    # Backward passes 5 and 10 run in steps 4 and 9: one set each (log_training_step collects nothing more).
+    assert [s for s, _, _ in store.history("grad/global_norm")] == [4, 9]
     n_params = sum(p.numel() for p in model.parameters())
-    # one NaN gradient makes the clipping norm NaN, which then spreads to every gradient: all are counted
-    assert [v for _, _, v in store.history("grad/nan_count")] == [0, 0, n_params]
-    assert [v for _, _, v in store.history("train/grad_norm")][10] != [v for _, _, v in
-                                                                      store.history("train/grad_norm")][10]
+    assert [v for _, _, v in store.history("grad/nan_count")] == [0, n_params]
     acc = tensorboard_accumulator(tracker.run_dir)
-    assert [e.step for e in acc.Histograms("param/0.weight")] == [0, 5, 10]
-    assert [e.step for e in acc.Histograms("grad/2.bias")] == [0, 5, 10]
+    assert [e.step for e in acc.Histograms("param/0.weight")] == [4, 9]
+    assert [e.step for e in acc.Histograms("grad/2.bias")] == [4, 9]
+
+
+def test_log_training_step_collects_for_a_watched_model_whose_gradients_are_set_by_hand(runs_dir: Path) -> None:
+    """No backward pass reaches the hooks (gradients assigned, e.g. from torch.autograd.grad): log_training_step
+    collects on steps where step % log_freq == 0, as it always did."""
+    model = torch.nn.Linear(3, 2)
+    with make(runs_dir) as tracker:
+        tracker.watch(model, log="gradients", log_freq=2)
+        for step in range(5):
+            grads = torch.autograd.grad(model(torch.randn(4, 3)).sum(), list(model.parameters()))
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g
+            tracker.log_training_step(0.1, step=step)
+        tracker.unwatch(model)
+    assert [s for s, _, _ in RunStore(tracker.run_dir).history("grad/global_norm")] == [0, 2, 4]
 
 
 def test_model_architecture_system_status_and_environment(runs_dir: Path) -> None:
