@@ -22,9 +22,10 @@ import math
 import random
 import re
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from opusclip_track.system import ThroughputMeter
 from opusclip_track.tracker import AdvancedExperimentTracker
 
 FVD_FRAMES = 16  # FVD's I3D is defined on 16-frame clips
+WatchOption = Literal["gradients", "parameters", "all", "none"]
 
 
 @dataclass
@@ -83,6 +85,11 @@ class TrainConfig:
     metrics: tuple[MetricName, ...] = ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")
     weights_dir: str | None = None  # searched first for LPIPS/FID/FVD weights
     resume: bool = False  # continue from the tracker's latest checkpoint of this run
+    # `tracker.watch(model, log=watch, log_freq=watch_every)`: grad/* norms, NaN/Inf counts and the Histograms tab
+    # every `watch_every` steps (None: every `eval_every`, at the evaluations' steps). Under fp16 AMP the gradients
+    # are recorded scaled by the GradScaler's loss scale (train/grad_norm is the unscaled norm).
+    watch: WatchOption = "gradients"
+    watch_every: int | None = None
 
     # The names researchers bring (TrackingConfig's original API, W&B sweeps) -> the field they set. The recipe
     # saves a checkpoint at every evaluation, so a checkpoint frequency sets `eval_every`.
@@ -96,10 +103,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name}: expected an int >= 1, received {value!r}")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
-                                           or self.max_steps < 1):
-            raise ValueError(f"TrainConfig.max_steps: expected None or an int >= 1, "
-                             f"received {self.max_steps!r}")
+        for name in ("max_steps", "watch_every"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"TrainConfig.{name}: expected None or an int >= 1, received {value!r}")
+        if self.watch not in typing.get_args(WatchOption):
+            raise ValueError(f"TrainConfig.watch: expected one of {typing.get_args(WatchOption)}, "
+                             f"received {self.watch!r}")
         for name in ("lr", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "sample_clips",
                      "sample_fps"):
             value = getattr(self, name)
@@ -360,23 +370,32 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
                unit="step", disable=not progress, dynamic_ncols=True)
     meter = ThroughputMeter(window=cfg.log_every)  # perf/samples_per_s, perf/frames_per_s, perf/step_time_s
     meter.reset()
-    for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
-        bar.update(1)
-        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on after)
-        loss, grad_norm = _train_step(model, batch.to(device, non_blocking=True), optimizer, scheduler,
-                                      scaler, cfg.grad_clip, amp_dtype)
-        window.append(loss)
-        throughput = meter.update(batch.shape[0], num_frames=batch.shape[0] * batch.shape[1])
-        if step % cfg.log_every == 0 or step == total_steps:
-            tracker.log_metrics(throughput, step=step)
-            logged_loss, window = torch.stack(window).mean(), []
-            tracker.log_training_step(logged_loss, grad_norm=grad_norm, step=step, learning_rate=lr,
-                                      clipped=(grad_norm > cfg.grad_clip).float() if cfg.grad_clip else None)
-        if step % cfg.eval_every == 0 or step == total_steps:
-            results = run_eval(step)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in results.items()}, refresh=False)
-            if results["val/loss"] < best["val/best_loss"]:
-                best = {"val/best_loss": results["val/loss"], "best_step": float(step)}
+    # Hooks on the model record its statistics every watch_every backward passes; the loop calls nothing for it.
+    watching = cfg.watch != "none" and start_step < total_steps
+    if watching:
+        tracker.watch(model, log=None if cfg.watch == "none" else cfg.watch,
+                      log_freq=cfg.watch_every or cfg.eval_every)
+    try:
+        for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
+            bar.update(1)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on after)
+            loss, grad_norm = _train_step(model, batch.to(device, non_blocking=True), optimizer, scheduler,
+                                          scaler, cfg.grad_clip, amp_dtype)
+            window.append(loss)
+            throughput = meter.update(batch.shape[0], num_frames=batch.shape[0] * batch.shape[1])
+            if step % cfg.log_every == 0 or step == total_steps:
+                tracker.log_metrics(throughput, step=step)
+                logged_loss, window = torch.stack(window).mean(), []
+                tracker.log_training_step(logged_loss, grad_norm=grad_norm, step=step, learning_rate=lr,
+                                          clipped=(grad_norm > cfg.grad_clip).float() if cfg.grad_clip else None)
+            if step % cfg.eval_every == 0 or step == total_steps:
+                results = run_eval(step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in results.items()}, refresh=False)
+                if results["val/loss"] < best["val/best_loss"]:
+                    best = {"val/best_loss": results["val/loss"], "best_step": float(step)}
+    finally:
+        if watching:  # the last statistics taken are logged now, and the hooks leave the model
+            tracker.unwatch(model)
     bar.close()
     elapsed = time.perf_counter() - start
     tracker.log_metrics({**best, "train/time_s": elapsed}, step=step)

@@ -98,6 +98,9 @@ def test_quick_start_logs_losses_metrics_samples_system_a_loadable_best_checkpoi
         assert key in tags["scalars"], key
     assert [e.step for e in acc.Scalars("train/loss")][-1] == 4  # logged every log_every steps and at the end
     assert [e.step for e in acc.Scalars("video/psnr")] == [0, 2, 4]
+    # The recipe watches the model: gradient norms and the Histograms tab at every evaluation after the start.
+    assert [e.step for e in acc.Scalars("grad/global_norm")] == [2, 4]
+    assert any(t.startswith("grad/") for t in tags["histograms"])
     assert any(t.startswith("samples/") for t in tags["images"]), "a sample clip (GIF) is in TensorBoard"
     assert RunStore(run_dir).events("video")
     assert (run_dir / "wandb").is_dir()
@@ -151,6 +154,8 @@ def test_compare_models_trains_both_and_logs_the_comparison(tmp_path: Path) -> N
         assert len(store.events("hparams")) == 1
         steps = [step for step, _, _ in store.history("val/loss")]
         assert steps == [0, 2, 4]
+        assert [step for step, _, _ in store.history("grad/global_norm")] == [2, 4]
+        assert tensorboard_accumulator(runs[name]).Tags()["histograms"]
     assert RunStore(runs["cmp-transformer-seed0"]).config()["group"] == "cmp"
     assert "report: runs/cmp/report.html (every number in runs/cmp/stats.json)" in out.splitlines()
     assert "<title>cmp: VideoGenerationModel, TransformerModel over seeds 0" in (

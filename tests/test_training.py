@@ -102,6 +102,40 @@ def test_each_evaluation_logs_per_frame_quality_that_the_report_draws(tmp_path: 
     assert all("(step 2)" in c and c.count("<circle") == 2 * cfg.future_frames for c in charts)  # the last one
 
 
+def test_training_watches_the_model_so_tensorboard_shows_gradient_norms_and_histograms() -> None:
+    """Before: train() never called watch(), so runs showed no grad/* and TensorBoard's Histograms tab was off."""
+    from _tensorboard_server import TensorBoardServer
+
+    cfg = TrainConfig(**TINY, max_steps=6, eval_every=3, log_every=1)  # watch_every None: at the evaluations
+    with tracker_for("watched") as tracker:
+        train(build_model_for(cfg), cfg, tracker, checkpoints=False)
+        run_dir = tracker.run_dir
+    acc = tensorboard_accumulator(run_dir)
+    watched = [e.step for e in acc.Scalars("grad/global_norm")]
+    assert watched == [3, 6]
+    # The norm of the gradients of the backward pass of step s is the clipping norm that step logged.
+    clip_norms = {e.step: e.value for e in acc.Scalars("train/grad_norm")}
+    assert [e.value for e in acc.Scalars("grad/global_norm")] == pytest.approx([clip_norms[3], clip_norms[6]],
+                                                                               rel=1e-5)
+    assert not any(t.startswith("param/") for t in acc.Tags()["scalars"])  # "gradients" by default
+    histograms = [t for t in acc.Tags()["histograms"] if t.startswith("grad/")]
+    assert histograms and all([h.step for h in acc.Histograms(t)] == [3, 6] for t in histograms)
+    with TensorBoardServer(run_dir.parent) as board:  # what a person sees: the Histograms tab and its tags
+        board.wait_for_runs([run_dir.name])
+        assert board.get("/data/plugins_listing")["histograms"]["enabled"]
+        shown = board.get("/data/plugin/histograms/tags")[run_dir.name]
+        assert set(histograms) <= set(shown)
+
+    off = TrainConfig(**TINY, max_steps=2, eval_every=2, watch="none")
+    with tracker_for("unwatched") as tracker:
+        train(build_model_for(off), off, tracker, checkpoints=False)
+    assert not [k for k in RunStore(tracker.run_dir).keys() if k.startswith(("grad/", "param/"))]
+    with pytest.raises(ValueError, match=r"TrainConfig.watch: expected one of .*received 'weights'"):
+        TrainConfig(watch="weights")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"TrainConfig.watch_every: expected None or an int >= 1, received 0"):
+        TrainConfig(watch_every=0)
+
+
 class _CrashAfter(Dataset[Tensor]):
     """The training clips, until `limit` reads: then the process 'dies' mid-epoch."""
 
