@@ -1,11 +1,21 @@
-"""Video-metric speed and agreement: ours against scikit-image per-frame loops, torchmetrics and `lpips`.
+"""Video-metric speed and agreement: ours against scikit-image per-frame loops, torchmetrics, `lpips` and
+torch-fidelity.
 
 One batch of 16 frames of 3x128x128 (a `(1, 16, 3, 128, 128)` video: a moving pattern and a blurred, noisy
 copy), measured in one process, contenders interleaved round by round so that load from other processes hits
 them alike. Reports frames/s (best of the rounds), the speed ratio ours / peer, and the largest per-frame
 absolute difference from scikit-image (SSIM, PSNR) or from the `lpips` package (LPIPS).
 
+FID and FVD feature extraction (`--frechet-rounds`, on the same `--device`; on a GPU: `--device cuda`): frames/s
+of our streaming `FID.update` against torch-fidelity's `FeatureExtractorInceptionV3` called on the uint8 frames and
+torchmetrics' `FrechetInceptionDistance.update` (same network file, `antialias=False`), and of our `FVD.update`
+against the I3D detector called directly on clips already resized to 224x224 (what the reference FVD code times;
+neither torchmetrics nor torch-fidelity has FVD). The networks are random-init copies of the real architectures
+written to a temporary directory (no download): a speed figure; the agreement column is the largest feature
+difference relative to the largest feature.
+
     python benchmarks/bench_metrics.py [--rounds 11] [--device cpu] [--threads 1] [--json out.json]
+    python benchmarks/bench_metrics.py --device cuda --frechet-frames 64 --frechet-clips 8   # on a GPU
 
 On a shared machine absolute numbers move with the load; the ratios are what to read.
 """
@@ -13,7 +23,9 @@ On a shared machine absolute numbers move with the load; the ratios are what to 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +38,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio as tm_psnr
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
 from opusclip_track.metrics import psnr_per_frame, ssim_per_frame
+from opusclip_track.metrics.weights import REGISTRY
 
 FRAMES, CHANNELS, SIZE = 16, 3, 128
 
@@ -151,6 +164,102 @@ def bench_lpips(gen: torch.Tensor, ref: torch.Tensor, rounds: int, device: torch
             for name, fn in fns.items()]
 
 
+def _calibrate_batchnorm(model: torch.nn.Module, *inputs: object) -> None:
+    """Running statistics of one forward pass, so a random network's activations stay finite through its depth."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: after one batch, exactly its statistics
+    model.train()
+    with torch.no_grad():
+        model(*inputs)
+    model.eval()
+
+
+def write_random_networks(directory: str) -> None:
+    """Random-init Inception-v3 (torch-fidelity's FID network) and I3D (the FVD detector) under the real file
+    names, so the weights resolver, torch-fidelity and torchmetrics all load them as they would the real ones."""
+    import torchvision
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from opusclip_track.metrics._i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    state = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.02, torch.zeros(1008)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    inception = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+    _calibrate_batchnorm(inception, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    torch.save(inception.state_dict(), f"{directory}/{REGISTRY['inception'].filename}")
+    i3d = InceptionI3d()
+    _calibrate_batchnorm(i3d, torch.rand(2, 3, 16, 64, 64) * 2 - 1)
+    torch.jit.script(i3d).save(f"{directory}/{REGISTRY['i3d'].filename}")
+
+
+def _relative_diff(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    scale = reference.abs().max().clamp_min(1e-12)
+    return float(((ours.double() - reference.double()).abs().max() / scale).cpu())
+
+
+def bench_frechet(rounds: int, device: torch.device, frames: int, clips: int) -> list[Row]:
+    """FID and FVD feature extraction: ours against torch-fidelity, torchmetrics and the raw I3D detector."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from opusclip_track.metrics import FID, FVD
+    from opusclip_track.metrics.fid import _inception_features, load_inception
+    from opusclip_track.metrics.fvd import _i3d_input, load_i3d
+
+    gen = torch.Generator().manual_seed(1)
+    videos = torch.rand(1, frames, 3, 64, 64, generator=gen).to(device)  # FID: every frame is an image
+    uint8_frames = (videos[0] * 255).round().to(torch.uint8)
+    fvd_videos = torch.rand(clips, 16, 3, 64, 64, generator=gen).to(device)  # FVD: 16-frame clips
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as weights_dir:
+        write_random_networks(weights_dir)
+        path = f"{weights_dir}/{REGISTRY['inception'].filename}"
+        fidelity = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                               feature_extractor_weights_path=path).eval().to(device)
+        theirs = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=path, antialias=False).to(device)
+        ours = FID(weights_dir=weights_dir, device=device)
+
+        def fidelity_features() -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([fidelity(uint8_frames[i:i + 32])[0] for i in range(0, frames, 32)])
+
+        fns: dict[str, Callable[[], object]] = {
+            "opusclip_track FID.update (ours)": lambda: ours.update(generated=videos),
+            "torch-fidelity InceptionV3 features": fidelity_features,
+            "torchmetrics FrechetInceptionDistance.update": lambda: theirs.update(uint8_frames, real=False),
+        }
+        seconds = best_seconds(fns, rounds, device)
+        diff = _relative_diff(_inception_features(load_inception(weights_dir, device), videos, frame_batch=32)["2048"],
+                              fidelity_features())
+        rows += [Row("FID (3x64x64 -> 299)", name, frames / seconds[name],
+                     seconds[name] / seconds["opusclip_track FID.update (ours)"],
+                     diff if name.startswith("opusclip") else None, "torch-fidelity") for name in fns]
+        detector, fvd = load_i3d(weights_dir, device), FVD(weights_dir=weights_dir, device=device)
+        resized = _i3d_input(fvd_videos, 224)  # (N, 3, 16, 224, 224) in [-1, 1]
+
+        def detector_features() -> torch.Tensor:
+            with torch.inference_mode():
+                return torch.cat([detector(resized[i:i + 4], rescale=False, resize=False, return_features=True)
+                                  for i in range(0, clips, 4)])
+
+        fns = {"opusclip_track FVD.update (ours)": lambda: fvd.update(generated=fvd_videos),
+               "I3D detector on resized clips": detector_features}
+        seconds = best_seconds(fns, rounds, device)
+        fvd.reset()
+        fvd.update(generated=fvd_videos)
+        diff = _relative_diff(fvd.gen_sum / clips, detector_features().double().mean(dim=0))
+        rows += [Row("FVD (16x3x64x64 -> 224)", name, clips * 16 / seconds[name],
+                     seconds[name] / seconds["opusclip_track FVD.update (ours)"],
+                     diff if name.startswith("opusclip") else None, "I3D detector (mean feature)") for name in fns]
+    return rows
+
+
 def format_rows(rows: list[Row]) -> str:
     header = ("metric", "implementation", "frames/s", "ours is", "max |diff|", "vs")
     cells = [header] + [(r.metric, r.implementation, f"{r.frames_per_s:,.0f}", f"{r.ours_speedup:.2f}x",
@@ -180,6 +289,10 @@ def main() -> None:
                         "multi-threaded small ops stall and the ratios measure the load, not the code)")
     parser.add_argument("--json", metavar="PATH", help="write the figures here")
     parser.add_argument("--no-lpips", action="store_true", help="skip the LPIPS comparison")
+    parser.add_argument("--frechet-rounds", type=int, default=3,
+                        help="timed rounds of the FID/FVD feature extraction (0 skips it; ~10 s a round on a CPU)")
+    parser.add_argument("--frechet-frames", type=int, default=16, help="frames (images) per FID update")
+    parser.add_argument("--frechet-clips", type=int, default=2, help="16-frame clips per FVD update")
     args = parser.parse_args()
     device = torch.device(args.device)
     gen, ref = make_pair(device)
@@ -190,6 +303,8 @@ def main() -> None:
         rows = bench_ssim_psnr(gen, ref, args.rounds, device)
         if not args.no_lpips:
             rows += bench_lpips(gen, ref, args.rounds, device)
+        if args.frechet_rounds > 0:
+            rows += bench_frechet(args.frechet_rounds, device, args.frechet_frames, args.frechet_clips)
         print(f"\n{FRAMES} frames of {CHANNELS}x{SIZE}x{SIZE} as a (1, {FRAMES}, {CHANNELS}, {SIZE}, {SIZE}) video "
               f"on {device}, torch {torch.__version__}, {threads} thread(s); best of {args.rounds} rounds")
         print(format_rows(rows))

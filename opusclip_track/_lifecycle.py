@@ -2,6 +2,8 @@
 not close it (at exit, on SIGTERM, after an uncaught exception) or when the process forks.
 
 * `resume_run_name` turns `TrackingConfig(resume=...)` into the run name to open.
+* `settle_run_name` makes every rank of a multi-process job use rank 0's run name when it was generated (not
+  given) or resolved by `resume=True`.
 * `register` keeps a weak reference to every open run and installs the handlers once per process: `atexit`
   closes what is still open ("failed" with the error when the interpreter dies of an uncaught exception, else
   "finished"); SIGTERM closes everything as "failed" and then dies by SIGTERM as the sender expects (or calls the
@@ -25,6 +27,7 @@ from types import FrameType, TracebackType
 from typing import Protocol
 
 from .config import TrackingConfig
+from .distributed import RankZeroChannel, get_world_size, next_index
 from .records import RunStatus
 from .store import RunStore, list_runs
 
@@ -74,6 +77,46 @@ def resume_run_name(config: TrackingConfig) -> None:
             return
     log.info("resume=True but no earlier run of %r under %s: starting %s", config.experiment_name,
              config.log_dir, config.run_name)
+
+
+# ---- one run name on every rank ------------------------------------------------------------------------------
+_RUN_NAMES = RankZeroChannel("run_name")
+
+
+def settle_run_name(config: TrackingConfig, rank: int) -> None:
+    """Resolve `config.resume` on rank 0 and make every rank use rank 0's run name.
+
+    A given name (or `resume="name"`) is the same everywhere already. A generated one (or the run `resume=True`
+    finds) is rank 0's: rank 0 publishes it and goes on; another rank waits for it (`RankZeroChannel`: torchrun's
+    store, before or after `init_process_group`; another launcher's once `init_process_group` has run). The n-th
+    tracker of an experiment on one rank gets the name of the n-th on rank 0.
+
+    Raises:
+        RuntimeError: on a non-zero rank that has no store to learn the name from (a launcher other than torchrun,
+            before `init_process_group`), naming the ways out.
+    """
+    shared = config.run_name_generated or config.resume is True
+    if get_world_size() <= 1 or not shared:
+        if rank == 0:
+            resume_run_name(config)
+        return
+    key = f"{config.experiment_name}/{next_index('run_name/' + config.experiment_name)}"
+    if rank == 0:
+        resume_run_name(config)
+        _RUN_NAMES.publish(key, str(config.run_name))
+        return
+    name = _RUN_NAMES.receive(key, f"the run name of its tracker for experiment {config.experiment_name!r}")
+    if name is None:
+        how = "with resume=True" if config.resume is True else "generated"
+        raise RuntimeError(
+            f"run_name: rank {rank} of {get_world_size()} cannot learn rank 0's run name ({how}): this process was "
+            "not started by torchrun and torch.distributed is not initialised yet. Call "
+            "torch.distributed.init_process_group() before creating the tracker, or pass the same run_name (or "
+            "resume='<run name>') on every rank")
+    if config.run_name_generated:
+        config.use_generated_run_name(name)
+    else:
+        config.run_name = name
 
 
 # ---- ending runs the script did not close ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, get_args
 from . import media
 from ._checks import check_int
 from ._host_copy import host_copy
-from ._lifecycle import register, resume_run_name, unregister
+from ._lifecycle import register, settle_run_name, unregister
 from ._record_checks import (
     ScalarChecker,
     check_artifact,
@@ -73,13 +73,13 @@ class TrackerCore:
         self._owner_pid = os.getpid()  # a forked child must not write or close the parent's run
         self._writer: RunWriter | NullWriter = NullWriter()  # replaced on global rank 0 by `_start`
         self.rank = refresh_rank()
+        settle_run_name(config, self.rank)  # rank 0's name on every rank, when it was generated (waits for rank 0)
         self._start()
 
     @rank_zero_only
     def _start(self) -> None:
         """Open the run: its store (continuing a resumed run's steps), its recorded config, its writer."""
         cfg = self.config
-        resume_run_name(cfg)
         store = RunStore(self.run_dir, create=True)
         previous = store.max_step()
         if previous is not None:  # a resumed run continues after its last step: no step goes backwards

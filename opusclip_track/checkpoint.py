@@ -30,7 +30,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
@@ -40,6 +40,7 @@ import torch
 from opusclip_track._checks import check_int, is_number
 from opusclip_track._files import atomic_open
 from opusclip_track.config import redact_secrets
+from opusclip_track.distributed import RankZeroChannel, next_index
 
 MANIFEST_NAME = "manifest.json"
 _FORMAT = "opusclip-track-checkpoint"
@@ -114,23 +115,33 @@ class CheckpointManager:
         run_name: Recorded in the manifest with each checkpoint.
         on_saved: Called with the final entry once a checkpoint is on disk and in the manifest (from the
             background thread when `async_save`), e.g. to log it as a W&B artifact without waiting.
+        on_failed: Called with the entry (size 0, sha256 "") and the error when a background save fails (from the
+            background thread; the error is also raised by the next `save`/`wait`/`close`/`load`).
+        read_only: Read another process's checkpoints (the other ranks of a torchrun job read what rank 0
+            writes): `save` raises, nothing in the directory is created or cleaned up, and the manifest is re-read
+            on every look-up, so `latest`, `best` and `load` see the writer's newest saves.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, keep_last: int = 3, keep_best: int = 1,
                  monitor: str | None = None, mode: Literal["min", "max"] = "min", async_save: bool = False,
-                 run_name: str | None = None, on_saved: Callable[[CheckpointInfo], object] | None = None) -> None:
+                 run_name: str | None = None, on_saved: Callable[[CheckpointInfo], object] | None = None,
+                 on_failed: Callable[[CheckpointInfo, BaseException], object] | None = None,
+                 read_only: bool = False) -> None:
         _check_arguments(keep_last, keep_best, monitor, mode)
         self.directory = Path(directory)
         self.keep_last, self.keep_best, self.monitor, self.mode = keep_last, keep_best, monitor, mode
         self.async_save = async_save
-        self.run_name, self._on_saved = run_name, on_saved
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.run_name, self._on_saved, self._on_failed = run_name, on_saved, on_failed
+        self.read_only = read_only
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._git_commit = _git_commit()
         self._lock = threading.Lock()  # guards self._entries against the background writer
         self._entries: list[dict[str, Any]] = self._read_manifest()
         self._pending: threading.Thread | None = None
         self._error: tuple[str, BaseException] | None = None
-        self._clean_strays()
+        if not read_only:  # a reader must not delete the writer's temp file or its checkpoint not yet listed
+            self._clean_strays()
 
     # -- saving ------------------------------------------------------------------------------------------
 
@@ -145,6 +156,9 @@ class CheckpointManager:
             The manifest entry. With `async_save=True` its size and sha256 are not known yet (0 and "");
             `wait()` and then `latest` give the final entry.
         """
+        if self.read_only:
+            raise CheckpointError(f"{self.directory}: this manager only reads (read_only=True); another process "
+                                  "writes these checkpoints")
         self.wait()
         check_int("epoch", epoch, minimum=0)
         check_int("step", step, minimum=0)
@@ -195,6 +209,8 @@ class CheckpointManager:
             self._write(payload, entry, ready)
         except BaseException as error:  # handed to the caller's thread by wait()
             self._error = (entry["file"], error)
+            if self._on_failed is not None:
+                self._on_failed(self._info(entry), error)
 
     def _write(self, payload: dict[str, Any], entry: dict[str, Any],
                ready: torch.cuda.Event | None) -> dict[str, Any]:
@@ -243,6 +259,7 @@ class CheckpointManager:
     @property
     def checkpoints(self) -> builtins.list[CheckpointInfo]:
         """Manifest entries in save order (completed saves only)."""
+        self._reread_if_reader()
         with self._lock:
             return [self._info(e) for e in self._entries]
 
@@ -259,12 +276,19 @@ class CheckpointManager:
     @property
     def best(self) -> CheckpointInfo | None:
         """The best checkpoint by `monitor` (None without a monitor or a candidate)."""
+        self._reread_if_reader()
         with self._lock:
             ranked = self._ranked(self._entries)
         return self._info(ranked[0]) if ranked else None
 
     def _info(self, entry: dict[str, Any]) -> CheckpointInfo:
         return CheckpointInfo(**entry, path=self.directory / entry["file"])
+
+    def _reread_if_reader(self) -> None:
+        if self.read_only:  # the writer replaces the manifest atomically: this reads the old one or the new one
+            entries = self._read_manifest()
+            with self._lock:
+                self._entries = entries
 
     def _read_manifest(self) -> builtins.list[dict[str, Any]]:
         path = self.directory / MANIFEST_NAME
@@ -318,6 +342,7 @@ class CheckpointManager:
             CheckpointUnsafeError: The file holds pickled code that `weights_only` refuses.
         """
         self.wait()
+        self._reread_if_reader()
         path, entry = self._resolve(which)
         if entry is not None:
             _verify(path, entry)
@@ -352,6 +377,80 @@ class CheckpointManager:
         if entry is not None:  # the manifest's file may have become a symlink since the manifest was read
             _check_inside(self.directory, path, f"{self.directory / MANIFEST_NAME}: entry {entry['file']!r}")
         return path, entry
+
+
+class CheckpointBarrier:
+    """What `save` on every rank of a multi-process job needs: rank 0 writes, the other ranks wait until it is done.
+
+    Rank 0 publishes each save's manifest entry (`saved`), and publishes it again when its file is on disk and in
+    the manifest (`written`, from the background thread with `async_save`) or its error when the write failed; the
+    other ranks wait for these through the job's store (`distributed.RankZeroChannel`: rank 0 never waits for
+    them). Saves are numbered per run and per process, so every rank must save as often as rank 0.
+
+    Args:
+        run_name: the run whose checkpoints these are.
+    """
+
+    def __init__(self, run_name: str) -> None:
+        self.run_name = run_name
+        opened = next_index(f"checkpoints/{run_name}")  # a run reopened in the same job: its own keys
+        self._channel = RankZeroChannel(f"checkpoint/{run_name}/{opened}")
+        self._next = 0
+        self._last: dict[str, Any] | None = None  # other ranks: the entry of the last save rank 0 published
+
+    def next_save(self) -> int:
+        """The number of the save being made (every rank counts its calls)."""
+        self._next += 1
+        return self._next - 1
+
+    # -- rank 0 ------------------------------------------------------------------------------------------
+    def saved(self, index: int, info: CheckpointInfo | None, error: BaseException | None = None) -> None:
+        """Rank 0, when `save` returned `info` (or raised `error`): the other ranks' `save` returns."""
+        self._channel.publish(f"saved/{index}", json.dumps(
+            {"error": repr(error)} if info is None else {"entry": _entry_of(info)}))
+
+    def written(self, info: CheckpointInfo) -> None:
+        """Rank 0's `on_saved`: the file is on disk and in the manifest."""
+        self._channel.publish(_written_key(info.file, info.time), json.dumps({"entry": _entry_of(info)}))
+
+    def failed(self, info: CheckpointInfo, error: BaseException) -> None:
+        """Rank 0's `on_failed`: the background write of `info` failed."""
+        self._channel.publish(_written_key(info.file, info.time), json.dumps({"error": repr(error)}))
+
+    # -- the other ranks ---------------------------------------------------------------------------------
+    def wait_saved(self, index: int, directory: Path) -> CheckpointInfo | None:
+        """Wait until rank 0's save number `index` returned there, and return rank 0's entry (None when there is
+        no store to wait through: a launcher other than torchrun without `init_process_group`)."""
+        value = self._channel.receive(f"saved/{index}", f"checkpoint {index} of run {self.run_name!r}")
+        if value is None:
+            return None
+        entry = self._entry(value, f"saving checkpoint {index}")
+        self._last = entry
+        return CheckpointInfo(**entry, path=directory / entry["file"])
+
+    def wait_written(self) -> None:
+        """Wait until the last checkpoint rank 0 saved is on disk (at once unless it was saved asynchronously)."""
+        if self._last is None:
+            return
+        file, at = self._last["file"], self._last["time"]
+        value = self._channel.receive(_written_key(file, at), f"that checkpoint {file} of run {self.run_name!r} "
+                                      "is written")
+        if value is not None:
+            self._entry(value, f"writing {file}")
+
+    def _entry(self, value: str, what: str) -> dict[str, Any]:
+        data = json.loads(value)
+        if "error" in data:
+            raise CheckpointSaveError(f"run {self.run_name!r}: rank 0 failed {what}: {data['error']}")
+        return cast(dict[str, Any], data["entry"])
+
+
+def _entry_of(info: CheckpointInfo) -> dict[str, Any]:
+    return {k: v for k, v in asdict(info).items() if k != "path"}
+
+
+def _written_key(file: str, at: float) -> str:
+    return f"written/{file}@{at!r}"  # a file name is reused once its checkpoint was pruned: the time is not
 
 
 # -- private helpers --------------------------------------------------------------------------------------
@@ -549,5 +648,5 @@ def _git_commit() -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-__all__ = ["CheckpointCorruptError", "CheckpointError", "CheckpointInfo", "CheckpointManager",
+__all__ = ["CheckpointBarrier", "CheckpointCorruptError", "CheckpointError", "CheckpointInfo", "CheckpointManager",
            "CheckpointNotFoundError", "CheckpointSaveError", "CheckpointUnsafeError", "LoadedCheckpoint"]

@@ -274,7 +274,19 @@ class TrackingConfig:
         self._check_values()
         self.notes = redact_text(self.notes)
         if self.run_name is None:
-            self.run_name = generate_run_name(self.experiment_name)
+            self.use_generated_run_name(generate_run_name(self.experiment_name))
+
+    # ---- the run name -----------------------------------------------------------------------------
+    @property
+    def run_name_generated(self) -> bool:
+        """True while `run_name` is one this config generated (not given): under a multi-process launch the
+        ranks must agree on it (the tracker takes rank 0's, see `opusclip_track.distributed`)."""
+        return self.run_name is not None and self.run_name == self.__dict__.get("_generated_run_name")
+
+    def use_generated_run_name(self, name: str) -> None:
+        """Set `run_name` to a generated `name` (rank 0's, on the other ranks), still counted as generated."""
+        self.run_name = name
+        self.__dict__["_generated_run_name"] = name  # not a field: to_dict, from_dict and repr never see it
 
     def _check_values(self) -> None:
         if not self.experiment_name.strip():

@@ -21,7 +21,7 @@ import torch
 
 from ._lifecycle import describe
 from ._tracker_core import TrackerCore
-from .checkpoint import CheckpointInfo, CheckpointManager, LoadedCheckpoint
+from .checkpoint import CheckpointBarrier, CheckpointInfo, CheckpointManager, LoadedCheckpoint
 from .config import TrackingConfig
 from .diagnostics import (
     ModelWatcher,
@@ -137,13 +137,21 @@ class AdvancedExperimentTracker(TrackerCore):
 
     # ---- system and training diagnostics ------------------------------------------------------------
     def get_system_status(self) -> dict[str, float]:
-        """A system sample now (CPU, memory, disk/network rates, GPUs when present), not logged."""
+        """A system sample now (CPU, memory, disk/network rates, GPUs when present), not logged.
+
+        It samples on any rank that asks (this process and the GPUs it sees); the background monitor
+        (`system_monitor_interval_s`) runs on global rank 0 only, which samples its node once for the job.
+        """
         if self._monitor is None:
             self._monitor = SystemMonitor(self._log_now, interval_s=max(self.config.system_monitor_interval_s, 1.0))
         return self._monitor.sample()
 
-    def log_performance_metrics(self) -> dict[str, float]:
-        """Record a system sample now at the current step (the original API) and return it."""
+    @rank_zero_only
+    def log_performance_metrics(self) -> dict[str, float] | None:
+        """Record a system sample now at the current step (the original API) and return it.
+
+        Global rank 0 only (the node is sampled once, by the process that writes); None on other ranks.
+        """
         sample = self.get_system_status()
         self._log_now(sample)
         return sample
@@ -301,15 +309,22 @@ class AdvancedExperimentTracker(TrackerCore):
     # ---- checkpoints ---------------------------------------------------------------------------------
     @property
     def checkpoints(self) -> CheckpointManager:
-        """The run's `CheckpointManager` (`<checkpoint_dir>/<run_name>/`), created on first use."""
+        """The run's `CheckpointManager` (`<checkpoint_dir>/<run_name>/`), created on first use.
+
+        On a non-zero rank it only reads what rank 0 writes (`read_only=True`: its `latest`, `best` and `load`
+        re-read rank 0's manifest).
+        """
         if self._checkpoints is None:
             cfg = self.config
+            self._checkpoint_barrier = CheckpointBarrier(self.run_name)
             self._checkpoints = CheckpointManager(
                 Path(cfg.checkpoint_dir) / self.run_name, keep_last=cfg.checkpoint_keep_last,
                 keep_best=cfg.checkpoint_keep_best, monitor=cfg.checkpoint_monitor, mode=cfg.checkpoint_mode,
-                async_save=cfg.async_checkpoint, run_name=self.run_name)
+                async_save=cfg.async_checkpoint, run_name=self.run_name, on_saved=self._checkpoint_barrier.written,
+                on_failed=self._checkpoint_barrier.failed, read_only=self.rank != 0)
         return self._checkpoints
 
+    @rank_zero_only
     def _log_best_checkpoint_artifact(self) -> None:
         """At close, with every write finished: the best checkpoint (the latest one without a monitor) goes to
         every backend as a model artifact with aliases best/latest (W&B and MLflow keep it; the store records
@@ -322,23 +337,42 @@ class AdvancedExperimentTracker(TrackerCore):
         self._put(Artifact(f"model-{self.run_name}", info.path, "model", ["best", "latest"], metadata,
                            time.time()), 1024)
 
-    @rank_zero_only
     def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                         scheduler: Any = None, epoch: int = 0, metrics: Mapping[str, Any] | None = None, *,
                         step: int | None = None, scaler: Any = None,
-                        extra: dict[str, Any] | None = None) -> CheckpointInfo:
+                        extra: dict[str, Any] | None = None) -> CheckpointInfo | None:
         """Save a verified, atomic checkpoint (the original API) and record the event.
 
         With `async_checkpoint` (the default) only the copy to CPU memory happens here; the returned info's
         size and sha256 are final once `tracker.checkpoints.wait()` returns. The best checkpoint by
         `checkpoint_monitor` (the latest without one) is sent to every backend as a model artifact with
         aliases `best`/`latest` when the tracker closes (W&B and MLflow keep it).
+
+        Under torchrun, call it on every rank (as often on each): global rank 0 saves, once, and every other rank
+        waits for it and returns rank 0's `CheckpointInfo`. Without `async_checkpoint` every rank returns only
+        once the file and the manifest are on disk; with it, once rank 0 holds its CPU copy (the write goes on in
+        the background, and `load_checkpoint` on any rank waits for it). Rank 0's error is raised on every rank
+        (`CheckpointSaveError` elsewhere). The other ranks' model states are not saved (with DDP they equal rank
+        0's). A process of another launcher, before `init_process_group`, has no way to wait: it returns None.
         """
         self._check_open()
         at = self._current_step(step)
-        manager = self.checkpoints
-        info = manager.save(model, optimizer, scheduler, scaler, epoch=epoch, step=at,
-                            metrics=dict(metrics or {}), extra=extra)
+        directory = self.checkpoints.directory
+        index = self._checkpoint_barrier.next_save()
+        info = self._save_checkpoint_here(index, model, optimizer, scheduler, scaler, epoch, at, metrics, extra)
+        return info if info is not None else self._checkpoint_barrier.wait_saved(index, directory)
+
+    @rank_zero_only
+    def _save_checkpoint_here(self, index: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                              scheduler: Any, scaler: Any, epoch: int, step: int, metrics: Mapping[str, Any] | None,
+                              extra: dict[str, Any] | None) -> CheckpointInfo:
+        try:
+            info = self.checkpoints.save(model, optimizer, scheduler, scaler, epoch=epoch, step=step,
+                                         metrics=dict(metrics or {}), extra=extra)
+        except Exception as exc:
+            self._checkpoint_barrier.saved(index, None, exc)  # the other ranks raise it too, instead of hanging
+            raise
+        self._checkpoint_barrier.saved(index, info)
         self._log_now({"checkpoint/epoch": epoch})
         return info
 
@@ -351,8 +385,13 @@ class AdvancedExperimentTracker(TrackerCore):
         Resuming a run (`TrackingConfig(resume=True)`): what was logged after this checkpoint belongs to the
         abandoned trajectory; TensorBoard is told to hide those steps and the store moves them aside, so the
         continued run shows no duplicated or backwards steps.
+
+        Under torchrun every rank loads the file rank 0 wrote (read from rank 0's manifest), after waiting for
+        rank 0's last `save_checkpoint` of this tracker to be on disk.
         """
-        loaded = self.checkpoints.load(which, model, optimizer, scheduler, scaler)
+        manager = self.checkpoints
+        self._checkpoint_barrier.wait_written()
+        loaded = manager.load(which, model, optimizer, scheduler, scaler)
         if self.step > loaded.step:
             self.flush()
             self._put(Rewind(loaded.step + 1, time.time()), 64)
