@@ -72,6 +72,7 @@ class AdvancedExperimentTracker(TrackerCore):
             self._monitor = SystemMonitor(self._log_now, self.config.system_monitor_interval_s).start()
 
     def _before_close(self) -> None:
+        self._close_watchers()  # last watched statistics logged, hooks removed, unreached models reported once
         if self._monitor is not None:
             self._monitor.stop()
         if self._checkpoints is not None:
