@@ -1,5 +1,5 @@
-"""The store stage of the run writer: resolve values, encode media, write the local store first, then hand the
-batch on to the backends' stages.
+"""The store stage of the run writer: resolve values, encode media, run the alert rules on the resolved values,
+write the local store first, then hand the batch on to the backends' stages.
 
 Runs on the store's worker thread only, and isolates failures: a record that cannot be converted is reported and
 skipped (the others go on); a record the store rejects for itself is found by bisecting the batch and skipped
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ._media_encoder import MediaEncoder, encoded_bytes
+from .alerts import AlertRules
 from .records import (
     ConfigUpdate,
     EventRow,
@@ -240,7 +241,8 @@ class StoreWriter:
 
 
 class StoreStage:
-    """The store's worker, `process(batch)` of the run writer's first queue: resolve values, encode media, write
+    """The store's worker, `process(batch)` of the run writer's first queue: resolve values, encode media, run the
+    alert rules (`alerts.AlertRules`: on the floats just resolved, so they never sync the device themselves), write
     the store, then hand what the store took to the backends' stages.
 
     What was handed over is in SQLite within a flush interval whatever the backends do: they run on threads of
@@ -250,19 +252,22 @@ class StoreStage:
         store: the run's local store (written first, always).
         media_dir: where encoded clips, images and tables are kept (`<run_dir>/media`).
         hand_over: called with each batch the store took and its estimated size in bytes (the backends' stages).
+        alerts: the run's alert rules; None: the defaults.
     """
 
-    def __init__(self, store: RunStore, media_dir: Path, hand_over: Callable[[list[Record], int], None]) -> None:
+    def __init__(self, store: RunStore, media_dir: Path, hand_over: Callable[[list[Record], int], None],
+                 alerts: AlertRules | None = None) -> None:
         self.store = store
         self.writer = StoreWriter(store)
         self.prepare_media = MediaEncoder(media_dir)
+        self.alerts = alerts if alerts is not None else AlertRules(run_name=store.path.parent.name)
         self.bad_records = 0
         self.hyperparameters_sent = 0
         self._hand_over = hand_over
         self._bad_reported: set[str] = set()
 
     def __call__(self, batch: list[Record]) -> None:
-        records = self.writer.write(self._resolve(batch))
+        records = self.writer.write(self._check_alerts(self._resolve(batch)))
         if records:
             self.hyperparameters_sent += sum(isinstance(r, Hyperparameters) for r in records)
             self._hand_over(records, 256 * len(records) + sum(encoded_bytes(r) for r in records))
@@ -298,6 +303,17 @@ class StoreStage:
                 continue
             ok.append(rec)
         return ok
+
+    def _check_alerts(self, records: list[Record]) -> list[Record]:
+        """The batch with the alerts the rules raise; a rule that fails is reported once and the batch goes on."""
+        try:
+            return self.alerts.apply(records)
+        except Exception as exc:
+            if "alerts" not in self._bad_reported:
+                self._bad_reported.add("alerts")
+                log.error("opusclip-track worker: the alert rules failed on a batch (%s: %s); its records are "
+                          "written without them (reported once)", type(exc).__name__, exc)
+            return records
 
     def _guard(self, fn: Callable[[Any], None], arg: Any) -> bool:
         try:

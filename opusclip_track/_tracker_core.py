@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from . import media
-from ._checks import check_int
+from ._checks import check_int, is_number
 from ._host_copy import host_copy
 from ._lifecycle import register, settle_run_name, unregister
 from ._record_checks import (
@@ -31,12 +31,15 @@ from ._record_checks import (
     table_rows,
 )
 from ._writer import NullWriter, RunWriter
+from .alerts import check_level
 from .backends import enabled_backends, get_backend_class
 from .config import TrackingConfig, redact_secrets, redact_text
 from .distributed import rank_zero_only, refresh_rank
 from .environment import capture_environment
 from .media import ImageLayout, VideoLayout
 from .records import (
+    Alert,
+    AlertLevel,
     Artifact,
     ConfigUpdate,
     Histogram,
@@ -210,6 +213,34 @@ class TrackerCore:
         check_utf8(text, "text")
         text = redact_text(text)
         self._put(Text(name, text, self._current_step(step), time.time()), 128 + len(text))
+
+    @rank_zero_only
+    def alert(self, title: str, text: str, level: AlertLevel = "warn", *, step: int | None = None,
+              wait_s: float = 60.0) -> None:
+        """Raise an alert: printed once (the `opusclip_track` logger), stored, shown on top of the HTML report and
+        by `opusclip-track runs show`, sent to W&B (`run.alert`), MLflow (a tag) and TensorBoard (text under
+        `alerts/`). The run's own rules raise alerts the same way (`TrackingConfig.alerts`, `opusclip_track.alerts`).
+
+        Args:
+            title: a short summary (W&B keeps its first 63 characters).
+            text: what happened; secrets in both are redacted as in `log_text`.
+            level: `"info"`, `"warn"` or `"error"` (W&B's `INFO`, `WARN`, `ERROR` are taken too).
+            step: defaults to the current step.
+            wait_s: an alert with the same title less than this many seconds after the last one raised is dropped
+                (W&B's `wait_duration`; 0 raises every one).
+
+        Example:
+            >>> tracker.alert("FVD regressed", f"val/fvd {fvd:.1f} > best {best:.1f}", level="error")  # doctest: +SKIP
+        """
+        self._check_open()
+        check_key(title, "title")
+        check_utf8(text, "text")
+        level = check_level(level)
+        if not is_number(wait_s, finite=True) or wait_s < 0:
+            raise ValueError(f"wait_s: expected a number of seconds >= 0, received {wait_s!r}")
+        title, text = redact_text(title), redact_text(text)
+        record = Alert.new(title, text, level, self._current_step(step), time.time(), cooldown_s=float(wait_s))
+        self._put(record, 256 + len(title) + len(text))
 
     @rank_zero_only
     def log_histogram(self, name: str, values: Any, step: int | None = None, bins: int = 64) -> None:

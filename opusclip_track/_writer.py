@@ -6,7 +6,9 @@
                                       '--> [queue] --> MLflow stage (its own thread) ...
 
 `put` is the hot path (`_dispatch.Dispatcher.put`: a deque append, no wake-up); `flush` waits for every stage;
-`close` drains them in order and closes the store last; `health` counts what each stage missed. Like
+`close` drains them in order and closes the store last; `health` counts what each stage missed. The alert rules
+run in the store stage (`alerts.AlertRules`); the `stalled` rule's watchdog (`alerts.Watchdog`) is the writer's
+own timer thread, which hands its alert in through `put` like any record. Like
 TensorBoard's `EventFileWriter` owning its `_AsyncWriter`, callers see one writer, not its threads.
 
 On a non-zero rank the tracker gets a `NullWriter` once: it takes everything and writes nothing, because only
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._backend_stage import BackendStage
 from ._dispatch import Dispatcher
 from ._pipeline import StoreStage
+from .alerts import AlertRules, Watchdog
 from .backends import Backend
 from .config import redact_secrets
 from .records import Record, RunStatus
@@ -43,15 +46,21 @@ class RunWriter:
             put (plus the batch being written), and in a backend at most this long after that.
         max_bytes: the memory bound of every stage's queue (see `BackendStage` for why the stages together stay
             within it).
+        alerts: the alert rules' settings (`TrackingConfig.alerts`); None: those of the run's recorded config
+            (`store.config()["alerts"]`, which the tracker writes before it starts the writer), else the defaults.
     """
 
     def __init__(self, store: RunStore, backends: Sequence[Backend], media_dir: Path, *, flush_interval_s: float,
-                 max_bytes: int) -> None:
+                 max_bytes: int, alerts: Mapping[str, Any] | bool | None = None) -> None:
         self.store = store
         self.stages = [BackendStage(b, flush_interval_s=flush_interval_s, max_bytes=max_bytes) for b in backends]
-        self.store_stage = StoreStage(store, media_dir, self._to_backends)
+        rules = AlertRules(store.config().get("alerts") if alerts is None else alerts,
+                           run_name=store.path.parent.name)
+        self.store_stage = StoreStage(store, media_dir, self._to_backends, rules)
         self._intake: Dispatcher[Record] = Dispatcher(self.store_stage, flush_interval_s=flush_interval_s,
                                                       max_bytes=max_bytes, name="opusclip-track-store")
+        self._watchdog = Watchdog(rules, lambda alert: self._intake.put(alert, 1024),
+                                  drain=lambda: self._intake.flush(timeout=10.0)).start()
 
     # ---- the caller's side ---------------------------------------------------------------------------------
     def put(self, record: Record, nbytes: int) -> float:
@@ -89,6 +98,7 @@ class RunWriter:
             status: how the run ended, for the meta and every backend's `close`.
             error: the error a failed run died of (`"TypeName: message"`); None clears an earlier one.
         """
+        self._watchdog.stop()  # before the intake closes: its last alert, if any, is still written
         self._intake.close()  # everything into the store and queued for the backends
         self.store_stage.writer.close()  # a last try for records the store held back
         for stage in self.stages:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 from urllib.parse import urlsplit
 
+from .alerts import alert_settings
+
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 
 REDACTED = "***REDACTED***"
@@ -262,6 +264,11 @@ class TrackingConfig:
     """Save checkpoints in the background: the call only copies the state to CPU memory."""
     system_monitor_interval_s: float = 10.0
     """Seconds between system samples (CPU, memory, GPU), 0.01 s to 1 day; 0 turns the monitor off."""
+    alerts: dict[str, Any] | bool = True
+    """The alert rules (`opusclip_track.alerts`), all on by default: a dict of rule -> False (off) or its settings
+    (`{"loss_spike": {"k": 6}, "stalled": {"minutes": 10}, "gpu_memory": False}`), or False for none. Rules are
+    `nonfinite_loss`, `loss_spike`, `throughput_drop`, `gpu_memory`, `stalled`. After construction it holds every
+    rule's full settings (as the run records them)."""
     backends: list[str] = field(default_factory=list)
     """More backends by registry name (`opusclip_track.backends.REGISTRY`), beside TensorBoard and W&B."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -272,6 +279,7 @@ class TrackingConfig:
             self.tags = []
         _check_types(self)
         self._check_values()
+        self.alerts = alert_settings(self.alerts)
         self.notes = redact_text(self.notes)
         if self.run_name is None:
             self.use_generated_run_name(generate_run_name(self.experiment_name))

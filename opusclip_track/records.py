@@ -59,6 +59,41 @@ class Text:
     wall_time: float
 
 
+AlertLevel = Literal["info", "warn", "error"]
+"""How serious an alert is: W&B's `run.alert` levels (`INFO`, `WARN`, `ERROR`), in lower case."""
+
+ALERT_EVENT = "alert"
+"""The store's event kind of an `Alert` (the HTML report and `opusclip-track runs show` read it)."""
+
+
+@dataclass(slots=True)
+class Alert(Text):
+    """An alert: raised by `tracker.alert(...)` or by a rule on the worker (`opusclip_track.alerts`).
+
+    It is a text entry with a title and a level, so a backend that knows no alerts shows it as text (`name` is its
+    tag, `alerts/<title>`); TensorBoard, W&B (`run.alert`) and MLflow (a tag) show it as an alert.
+
+    Attributes:
+        rule: the rule that raised it (`"loss_spike"`, ...), or `"user"` for `tracker.alert`.
+        key: what it is about: the metric key (`"train/loss"`), `"sys/gpu0"`, or the title of a user alert. An
+            alert with the same rule and key as one raised less than `cooldown_s` earlier is not raised again.
+        cooldown_s: its rate limit, in seconds (W&B's `wait_duration`).
+    """
+
+    title: str = ""
+    level: AlertLevel = "warn"
+    rule: str = "user"
+    key: str = ""
+    cooldown_s: float = 0.0
+
+    @classmethod
+    def new(cls, title: str, text: str, level: AlertLevel, step: int, wall_time: float, *, rule: str = "user",
+            key: str | None = None, cooldown_s: float = 0.0) -> Alert:
+        """An alert whose text tag is `alerts/<title>` and whose key defaults to its title."""
+        return cls(f"alerts/{title}", text, step, wall_time, title, level, rule, title if key is None else key,
+                   cooldown_s)
+
+
 @dataclass(slots=True)
 class Histogram:
     """A distribution at one step. `values` is the raw tensor/array until the worker bins it."""
@@ -143,7 +178,7 @@ class Rewind:
     wall_time: float = 0.0
 
 
-Record = Scalars | Hyperparameters | Text | Histogram | Media | Artifact | ConfigUpdate | Graph | Rewind
+Record = Scalars | Hyperparameters | Text | Alert | Histogram | Media | Artifact | ConfigUpdate | Graph | Rewind
 
 
 # ---- into the store and back -----------------------------------------------------------------------------
@@ -158,7 +193,11 @@ def record_rows(r: Record) -> tuple[list[ScalarRow], EventRow | None]:
     if isinstance(r, Scalars):
         return [(k, r.step, r.wall_time, v) for k, v in r.values.items()], None
     event: EventRow | None = None
-    if isinstance(r, Text):
+    if isinstance(r, Alert):  # before Text: an alert is a text entry too
+        event = (ALERT_EVENT, r.title, r.step, r.wall_time, {"title": r.title, "text": r.text, "level": r.level,
+                                                            "rule": r.rule, "key": r.key,
+                                                            "cooldown_s": r.cooldown_s}, None)
+    elif isinstance(r, Text):
         event = ("text", r.name, r.step, r.wall_time, {"text": r.text}, None)
     elif isinstance(r, Histogram):
         data = {"edges": r.edges.tolist() if r.edges is not None else None,
@@ -187,7 +226,7 @@ def from_store_event(event: dict[str, Any]) -> Record | None:
     """The record that wrote `event`, a row of `RunStore.events()` (`kind`, `name`, `step`, `wall_time`, `data`,
     `path`), as a backend would have received it during the run; None for what cannot be replayed.
 
-    * text, histogram (bins, counts and statistics as binned), hyperparameters (stored as `"hparams"`), config
+    * text, alert, histogram (bins, counts and statistics as binned), hyperparameters (stored as `"hparams"`), config
       update, artifact (its file path as stored);
     * media: `files` as written under `media/` and `options` as encoded; an image's or figure's PNG is read
       back into `encoded["png"]`, a table's rows from its JSON file into `payload`. A file that is gone leaves
@@ -202,6 +241,11 @@ def from_store_event(event: dict[str, Any]) -> Record | None:
                                          event.get("data") or {})
     if kind == "text":
         return Text(name, data["text"], step, wall_time)
+    if kind == ALERT_EVENT:
+        title = str(data.get("title") or name)
+        return Alert.new(title, str(data.get("text") or ""), data.get("level") or "warn",
+                         step if step is not None else 0, wall_time, rule=str(data.get("rule") or "user"),
+                         key=data.get("key"), cooldown_s=float(data.get("cooldown_s") or 0.0))
     if kind == HYPERPARAMETERS_EVENT:
         return Hyperparameters(dict(data["params"]), dict(data.get("metrics") or {}), wall_time)
     if kind == "config":

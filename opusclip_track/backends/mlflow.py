@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import redact_secrets, redact_text
-from ..records import Artifact, Hyperparameters, Media, RunStatus, Scalars, Text
+from ..records import Alert, Artifact, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend, flatten
 
 log = logging.getLogger(__name__)
 
 RUN_NAME_TAG = "opusclip.run_name"
+ALERT_TAG_PREFIX = "opusclip.alert."  # + an alert's title: the latest alert of that title
 CHANGED_PARAM_PREFIX = "param_changed/"  # tag holding the latest value of a param MLflow will not let us change
 MAX_METRICS_PER_REQUEST = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
 MAX_PARAMS_PER_REQUEST = 100  # MAX_PARAMS_TAGS_PER_BATCH
@@ -183,8 +184,16 @@ class MlflowBackend(Backend):
             self.client.log_batch(self.run_id, tags=[self._RunTag(k, v) for k, v in chunk], synchronous=True)
 
     def log_text(self, record: Text) -> None:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.name).strip("_") or "text"
-        self.client.log_text(self.run_id, record.text, f"text/{stem}_step{record.step:08d}.txt")
+        """A text artifact `text/<name>_step<step>.txt`; an alert as `alerts/<title>_step<step>.txt` plus the tag
+        `opusclip.alert.<title>` holding the latest alert of that title (level, step, time, text)."""
+        folder = "alerts" if isinstance(record, Alert) else "text"
+        name = record.title if isinstance(record, Alert) else record.name
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or folder
+        self.client.log_text(self.run_id, record.text, f"{folder}/{stem}_step{record.step:08d}.txt")
+        if isinstance(record, Alert):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.wall_time))
+            value = f"{record.level.upper()} at step {record.step} ({when}): {record.text}"
+            self._set_tags({self._name(f"{ALERT_TAG_PREFIX}{record.title}"): clip_text(value, MAX_TAG_LENGTH)})
 
     def log_media(self, record: Media) -> None:
         # The encoder named the file after the record and its step (`samples_step00000100.mp4`).

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._text import markdown_table
-from ..records import Graph, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
+from ..records import Alert, Graph, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend, flatten
 
 _file_counter = itertools.count()
@@ -105,13 +105,18 @@ class TensorBoardBackend(Backend):
             self._file.write(event)
 
     def log_text(self, record: Text) -> None:
+        """A text entry in the Text tab (Markdown), under its name; an alert under `alerts/<title>`, its level and
+        step in bold before its text."""
         from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
         from tensorboard.compat.proto.tensor_pb2 import TensorProto
         from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 
         # The text plugin's format, under the exact tag (torch's helper appends "/text_summary").
         metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
-        tensor = TensorProto(dtype="DT_STRING", string_val=[record.text.encode("utf-8")],
+        text = record.text
+        if isinstance(record, Alert):
+            text = f"**{record.level.upper()}** at step {record.step}: {text}"
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
                              tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
         value = self._Summary.Value(tag=record.name, metadata=metadata, tensor=tensor)
         self._event(record.step, record.wall_time, [value])

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..records import Artifact, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
+from ..records import Alert, Artifact, Histogram, Hyperparameters, Media, RunStatus, Scalars, Text
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,9 @@ class WandbBackend(Backend):
         self.run.config.update(values, allow_val_change=True)
 
     def log_text(self, record: Text) -> None:
+        """HTML under the text's name; an alert is also a W&B alert (`run.alert`, see `send_alert`)."""
+        if isinstance(record, Alert):
+            send_alert(self.run, record)
         self._log({record.name: self._wandb.Html(f"<pre>{html.escape(record.text)}</pre>")}, record.step)
 
     def log_histogram(self, record: Histogram) -> None:
@@ -196,6 +199,18 @@ class WandbBackend(Backend):
         ends with the run's exit record, up to `FINISH_WAIT_S`, then warns and returns.
         """
         finish_run(self.run, 0 if status == "finished" else 1)
+
+
+def send_alert(run: Any, record: Alert) -> None:
+    """`run.alert(title, text, level, wait_duration)`: W&B mails or posts it to Slack as the user's W&B settings say.
+
+    Offline-safe: an offline run (wandb 0.31) records it in its `.wandb` file as an `AlertRecord` (title, text,
+    level `INFO`/`WARN`/`ERROR`, wait_duration in ms), which `wandb sync` sends later. W&B asks for a title under 64
+    characters (a longer one is cut, the store keeps it whole) and drops an alert of the same title within
+    `wait_duration` (ours is the alert's cool-down; W&B takes 0 as its default of 1 minute, so 1 ms is sent).
+    """
+    title = record.title if len(record.title) < 64 else record.title[:62] + "\u2026"
+    run.alert(title=title, text=record.text, level=record.level.upper(), wait_duration=max(record.cooldown_s, 0.001))
 
 
 def finish_run(run: Any, exit_code: int) -> None:

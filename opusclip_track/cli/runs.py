@@ -9,6 +9,7 @@ of one; an ambiguous prefix is one line listing the candidates and exit status 1
 key's summary (`RunStore.summary()`: count, first and last step, last value, min, max), never the whole history,
 so they answer at once on a run of millions of scalars. A run whose store cannot be read (a zero-byte or corrupt
 `run.db`) is listed as unreadable with the reason; `show` and `compare` on it exit 1 with a one-line message.
+`show` also lists the run's alerts (`tracker.alert` and the alert rules), the latest `_SHOWN_ALERTS` of them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from opusclip_track._text import format_number, format_table, plain_json
-from opusclip_track.records import HYPERPARAMETERS_EVENT
+from opusclip_track.records import ALERT_EVENT, HYPERPARAMETERS_EVENT
 from opusclip_track.report.data import flatten, match_keys
 from opusclip_track.store import KeySummary, RunStore, find_run, list_runs
 from opusclip_track.sync import open_run
@@ -37,6 +38,7 @@ _SUMMARY_FIELDS = [f.name for f in dataclasses.fields(KeySummary)]
 _IDENTITY_KEYS = ("run_name", "environment.torch_initial_seed")
 # Health entries that are context, not problems (a run's own close warning leaves them out the same way).
 _HEALTH_CONTEXT = ("ok", "store_last_error", "slowest_batch_s", "backend_last_error")
+_SHOWN_ALERTS = 20  # the latest ones; --json has every one (the rules' cool-down keeps them few)
 
 
 def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -46,7 +48,7 @@ def add_runs_parser(subparsers: Any) -> argparse.ArgumentParser:
     runs.add_argument("--log-dir", type=Path, default=Path("runs"), help="where the runs are (default: runs)")
     verbs = runs.add_subparsers(dest="verb", required=True, metavar="{list,show,compare}")
     verbs.add_parser("list", help="every run (nested folders too), newest first").set_defaults(func=_cmd_list)
-    show = verbs.add_parser("show", help="status, error, health and every scalar's summary of one run")
+    show = verbs.add_parser("show", help="status, error, health, alerts and every scalar's summary of one run")
     show.add_argument("run", help="run directory, name, path under --log-dir, or a unique prefix")
     _add_export(show)
     show.set_defaults(func=_cmd_show)
@@ -95,14 +97,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
         info = _run_info(store, run_dir, args.log_dir)
         summary = store.summary()
         config = store.config()
+        alerts = [{"step": e["step"], "wall_time": e["wall_time"], **(e["data"] or {})}
+                  for e in store.events(ALERT_EVENT)]
     if args.json:
-        data = {**info, "config": config, "scalars": {k: dataclasses.asdict(s) for k, s in summary.items()}}
+        data = {**info, "config": config, "alerts": alerts,
+                "scalars": {k: dataclasses.asdict(s) for k, s in summary.items()}}
         return _emit(args, _json(data))
     if args.csv:
         return _emit(args, _csv(["key", *_SUMMARY_FIELDS],
                                 [[k, *dataclasses.astuple(s)] for k, s in summary.items()]))
     rows = [[k, str(s.last_step), format_number(s.last_value), str(s.count)] for k, s in summary.items()]
-    lines = _describe(info)
+    lines = _describe(info) + _alert_lines(alerts)
     lines.append(format_table(["key", "last step", "last value", "points"], rows, align="<>>>")
                  if rows else "no scalars")
     print("\n".join(lines))
@@ -121,6 +126,22 @@ def _describe(info: Mapping[str, Any]) -> list[str]:
         lines.append("health: not recorded (the run has not closed: still running, or killed)")
     else:
         lines.append(f"health: {len(problems)} problem(s): {', '.join(problems)}" if problems else "health: ok")
+    return lines
+
+
+def _alert_lines(alerts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`alerts: 2` then one line per alert (time, step, level, title: text), the latest `_SHOWN_ALERTS`."""
+    if not alerts:
+        return ["alerts: none"]
+    shown = alerts[-_SHOWN_ALERTS:]
+    more = f" (the latest {len(shown)}; --json lists all)" if len(shown) < len(alerts) else ""
+    lines = [f"alerts: {len(alerts)}{more}"]
+    for alert in shown:
+        text = " ".join(str(alert.get("text", "")).split())  # one line each, whatever the text holds
+        step = "-" if alert["step"] is None else alert["step"]
+        level = str(alert.get("level", "?")).upper()
+        lines.append(f"  {_time(alert['wall_time'], seconds_too=True)}  step {step}  {level:<5}  "
+                     f"{alert.get('title', 'alert')}: {text}")
     return lines
 
 
@@ -242,10 +263,10 @@ def _raw(summary: KeySummary | None) -> Any:
     return "" if summary is None else summary.last_value
 
 
-def _time(seconds: Any) -> str:
+def _time(seconds: Any, *, seconds_too: bool = False) -> str:
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         return ""
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(seconds)))
+    return time.strftime("%Y-%m-%d %H:%M:%S" if seconds_too else "%Y-%m-%d %H:%M", time.localtime(float(seconds)))
 
 
 def _json(data: Any) -> str:
