@@ -84,13 +84,20 @@ def refresh_rank() -> int:
     return int(rank_zero_only.rank)  # type: ignore[attr-defined]
 
 
-def reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of `value` over all ranks (itself when not distributed). Every rank must call it."""
+def reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum of `value` over all ranks (itself when not distributed). Every rank must call it."""
     if not _initialized():
         return value
     out = value.detach().clone()
     torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
-    return out / torch.distributed.get_world_size()
+    return out
+
+
+def reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of `value` over all ranks (itself when not distributed). Every rank must call it."""
+    if not _initialized():
+        return value
+    return reduce_sum(value) / torch.distributed.get_world_size()
 
 
 # ---- what rank 0 tells the other ranks ------------------------------------------------------------------------

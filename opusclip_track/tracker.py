@@ -33,7 +33,7 @@ from .diagnostics import (
     training_step_metrics,
     unwrap_model,
 )
-from .distributed import rank_zero_only
+from .distributed import rank_zero_only, reduce_sum
 from .metrics.names import PER_FRAME_TABLE, per_frame_table
 from .records import Artifact, Histogram, Rewind, Scalars
 from .system import SystemMonitor
@@ -124,17 +124,22 @@ class AdvancedExperimentTracker(TrackerCore):
 
         evaluator = VideoMetrics(metrics, value_range=value_range, weights_dir=weights_dir)  # type: ignore[arg-type]
         evaluator.update(generated, reference)
+        # Under torchrun the metrics reduce over every rank's clips: each rank takes part in every collective
+        # (compute, the curves and the clip count) and rank 0 alone logs the shared result.
         results = {f"{prefix}/{k.removeprefix('video/')}": v for k, v in evaluator.compute().items()}
-        self._log_evaluation(evaluator, results, self._current_step(step), prefix)
+        curves = {key: curve.tolist() for key, curve in evaluator.compute_curves().items()}
+        protocol = evaluator.protocol()
+        protocol["num_videos"] = int(reduce_sum(torch.tensor(evaluator.num_videos)))
+        self._log_evaluation(results, curves, protocol, self._current_step(step), prefix)
         return results
 
     @rank_zero_only
-    def _log_evaluation(self, evaluator: Any, results: dict[str, float], step: int, prefix: str) -> None:
+    def _log_evaluation(self, results: dict[str, float], curves: dict[str, list[float]], protocol: dict[str, Any],
+                        step: int, prefix: str) -> None:
         self.log_metrics(results, step=step)
-        curves = {key: curve.tolist() for key, curve in evaluator.compute_curves().items()}
         if curves:
             self.log_table(f"{prefix}/{PER_FRAME_TABLE}", *per_frame_table(curves), step=step)
-        self.update_config({f"{prefix}_metric_protocol": evaluator.protocol()})
+        self.update_config({f"{prefix}_metric_protocol": protocol})
 
     # ---- system and training diagnostics ------------------------------------------------------------
     def get_system_status(self) -> dict[str, float]:

@@ -138,6 +138,9 @@ def torchrun_job(out: Path, weights_dir: Path) -> dict[str, Any]:
     fade = torch.linspace(0, 1, 4).view(4, 1, 1, 1).expand(4, 3, 16, 16)  # 4 different frames (a GIF keeps them)
     tracker.log_video(fade * (1 - rank / 2), "samples/clip", step=STEPS - 1, fps=4)
     report["metrics"] = video_metrics(weights_dir, [SHARDS[rank]])
+    gen, ref = clips()  # every rank evaluates its own shard; the scores are over both shards' clips
+    report["evaluated"] = tracker.evaluate_videos(gen[SHARDS[rank]], ref[SHARDS[rank]], step=STEPS,
+                                                  metrics=("psnr", "ssim"))
     report["checkpoints"] = _checkpoints(tracker, rank)
     time.sleep(0.3)  # the monitor samples every 0.05 s
     report["monitor_threads"] = sum(t.name == MONITOR_THREAD for t in threading.enumerate())

@@ -135,6 +135,19 @@ def test_reduce_mean_and_metric_classes_equal_one_process_over_all_clips(job: di
     assert one_process["fid"] > 0 and one_process["fvd"] > 0
 
 
+def test_evaluate_videos_on_every_rank_scores_every_clip_and_rank_zero_logs_it_once(job: dict[str, Any]) -> None:
+    # VideoMetrics' curves are a collective: every rank must compute them, not rank 0 alone (which deadlocked).
+    one_process = job["one_process"]
+    for report in job["ranks"]:
+        for key in ("video/psnr", "video/ssim"):
+            assert report["evaluated"][key] == pytest.approx(one_process[key], rel=1e-12), key
+    with RunStore(_config(job).run_dir) as store:
+        assert [(s, v) for s, _, v in store.history("video/psnr")] == [
+            (STEPS, pytest.approx(one_process["video/psnr"], rel=1e-12))]
+        assert len(store.events("table", "video/per_frame")) == 1
+        assert store.config()["video_metric_protocol"]["num_videos"] == 3  # both ranks' clips, not rank 0's 2
+
+
 def test_a_checkpoint_is_saved_once_and_loaded_on_every_rank(job: dict[str, Any]) -> None:
     rank0, rank1 = (report["checkpoints"] for report in job["ranks"])
     directory = job["out"] / "ckpt" / job["ranks"][0]["run_name"]
