@@ -259,6 +259,23 @@ def test_async_save_snapshots_state_and_a_second_save_waits_for_the_first(tmp_pa
         assert loaded.step == info.step and torch.all(model.weight == value)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+def test_async_save_of_cuda_tensors_is_the_state_at_save_time(tmp_path: Path) -> None:
+    # CUDA state goes to pinned host memory with non_blocking copies and an event the writer waits on: the saved
+    # bytes are the state at the call even though training changes the weights before the copy is awaited.
+    model = torch.nn.Linear(1024, 1024).cuda()
+    expected = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with CheckpointManager(tmp_path, async_save=True) as manager:
+        manager.save(model, epoch=0, step=1)
+        with torch.no_grad():
+            model.weight.add_(1.0)
+    assert manager.latest is not None
+    payload = torch.load(manager.latest.path, weights_only=True)
+    assert payload["model"].keys() == expected.keys()
+    assert all(torch.equal(payload["model"][k], v) for k, v in expected.items())
+    _assert_manifest_consistent(tmp_path)
+
+
 def test_on_saved_receives_each_final_entry_once_it_is_on_disk(tmp_path: Path) -> None:
     seen: list[tuple[int, bool, bool]] = []
 
