@@ -96,7 +96,7 @@ class TrackerCore:
                         "config": self._run_config})
         backends = [get_backend_class(name)(cfg, self.run_dir, self._run_config) for name in enabled_backends(cfg)]
         self._writer = RunWriter(store, backends, self.run_dir / "media", flush_interval_s=cfg.flush_interval_s,
-                                 max_bytes=cfg.max_queue_bytes)
+                                 max_bytes=cfg.max_queue_bytes, alerts=cfg.alerts)
         register(self)
 
     # ---- properties ------------------------------------------------------------------------------

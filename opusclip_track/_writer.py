@@ -46,16 +46,14 @@ class RunWriter:
             put (plus the batch being written), and in a backend at most this long after that.
         max_bytes: the memory bound of every stage's queue (see `BackendStage` for why the stages together stay
             within it).
-        alerts: the alert rules' settings (`TrackingConfig.alerts`); None: those of the run's recorded config
-            (`store.config()["alerts"]`, which the tracker writes before it starts the writer), else the defaults.
+        alerts: the alert rules' settings (`TrackingConfig.alerts`: one entry per rule, or False for none).
     """
 
     def __init__(self, store: RunStore, backends: Sequence[Backend], media_dir: Path, *, flush_interval_s: float,
-                 max_bytes: int, alerts: Mapping[str, Any] | bool | None = None) -> None:
+                 max_bytes: int, alerts: Mapping[str, Any] | bool) -> None:
         self.store = store
         self.stages = [BackendStage(b, flush_interval_s=flush_interval_s, max_bytes=max_bytes) for b in backends]
-        rules = AlertRules(store.config().get("alerts") if alerts is None else alerts,
-                           run_name=store.path.parent.name)
+        rules = AlertRules(alerts, run_name=store.path.parent.name)
         self.store_stage = StoreStage(store, media_dir, self._to_backends, rules)
         self._intake: Dispatcher[Record] = Dispatcher(self.store_stage, flush_interval_s=flush_interval_s,
                                                       max_bytes=max_bytes, name="opusclip-track-store")

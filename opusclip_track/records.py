@@ -67,21 +67,29 @@ ALERT_EVENT = "alert"
 
 
 @dataclass(slots=True)
-class Alert(Text):
+class Alert:
     """An alert: raised by `tracker.alert(...)` or by a rule on the worker (`opusclip_track.alerts`).
 
-    It is a text entry with a title and a level, so a backend that knows no alerts shows it as text (`name` is its
-    tag, `alerts/<title>`); TensorBoard, W&B (`run.alert`) and MLflow (a tag) show it as an alert.
+    Backends show it through their own hook (`Backend.log_alert`): W&B as `run.alert`, MLflow as a tag, TensorBoard
+    as a text entry; a backend without that hook shows it as a text entry (`as_text`).
 
     Attributes:
+        title: a short summary; with the same rule, what makes two alerts the same for W&B.
+        text: what happened (already redacted).
+        level: how serious it is.
+        step: the training step it is about.
+        wall_time: when it was raised (Unix seconds).
         rule: the rule that raised it (`"loss_spike"`, ...), or `"user"` for `tracker.alert`.
         key: what it is about: the metric key (`"train/loss"`), `"sys/gpu0"`, or the title of a user alert. An
             alert with the same rule and key as one raised less than `cooldown_s` earlier is not raised again.
         cooldown_s: its rate limit, in seconds (W&B's `wait_duration`).
     """
 
-    title: str = ""
-    level: AlertLevel = "warn"
+    title: str
+    text: str
+    level: AlertLevel
+    step: int
+    wall_time: float
     rule: str = "user"
     key: str = ""
     cooldown_s: float = 0.0
@@ -89,9 +97,18 @@ class Alert(Text):
     @classmethod
     def new(cls, title: str, text: str, level: AlertLevel, step: int, wall_time: float, *, rule: str = "user",
             key: str | None = None, cooldown_s: float = 0.0) -> Alert:
-        """An alert whose text tag is `alerts/<title>` and whose key defaults to its title."""
-        return cls(f"alerts/{title}", text, step, wall_time, title, level, rule, title if key is None else key,
-                   cooldown_s)
+        """An alert whose key defaults to its title."""
+        return cls(title, text, level, step, wall_time, rule, title if key is None else key, cooldown_s)
+
+    @property
+    def name(self) -> str:
+        """Where a backend shows it among text entries: `alerts/<title>`."""
+        return f"alerts/{self.title}"
+
+    def as_text(self) -> Text:
+        """The alert as a text entry under `name`, its level and step before its text (`WARN at step 30: ...`):
+        how a backend without an alert hook of its own shows it (`Backend.log_alert`)."""
+        return Text(self.name, f"{self.level.upper()} at step {self.step}: {self.text}", self.step, self.wall_time)
 
 
 @dataclass(slots=True)
@@ -193,7 +210,7 @@ def record_rows(r: Record) -> tuple[list[ScalarRow], EventRow | None]:
     if isinstance(r, Scalars):
         return [(k, r.step, r.wall_time, v) for k, v in r.values.items()], None
     event: EventRow | None = None
-    if isinstance(r, Alert):  # before Text: an alert is a text entry too
+    if isinstance(r, Alert):
         event = (ALERT_EVENT, r.title, r.step, r.wall_time, {"title": r.title, "text": r.text, "level": r.level,
                                                             "rule": r.rule, "key": r.key,
                                                             "cooldown_s": r.cooldown_s}, None)

@@ -1,6 +1,6 @@
 """Replay a run's local store into a backend: what `opusclip-track sync RUN --to BACKEND` does.
 
-The store is the write-ahead source of truth: every scalar, clip, image, table, figure, histogram, text,
+The store is the write-ahead source of truth: every scalar, clip, image, table, figure, histogram, text, alert,
 hyperparameter set, config update and the best-checkpoint artifact the run logged is in it. A replay
 reads them back through the store's public readers (`RunStore.scalar_batches`, `RunStore.events`), turns each
 event back into the record that wrote it (`records.from_store_event`), and hands them, in logging order, to a
@@ -56,7 +56,7 @@ class SyncResult:
         run_dir: the run replayed (the backend wrote under it).
         status: the run's status as stored, which the backend was closed with ("finished" or "failed").
         counts: records sent by kind: "scalars" counts values, the others records ("video", "image", "table",
-            "figure", "histogram", "text", "hyperparameters", "config update", "artifact").
+            "figure", "histogram", "text", "alert", "hyperparameters", "config update", "artifact").
     """
 
     backend: str
@@ -83,9 +83,9 @@ def open_run(run_dir: str | Path) -> Iterator[RunStore]:
 def replay_records(store: RunStore) -> Iterator[Record]:
     """Every record the store holds, rebuilt, in logging order (scalars and events merged by wall time).
 
-    Scalars come in the groups they were logged in (`RunStore.scalar_batches`); events through
-    `records.from_store_event`, which skips what cannot be replayed (a model graph is stored as its size only;
-    a kind it does not know, such as the `alert` rows the HTML report reads, which no record writes yet).
+    Scalars come in the groups they were logged in (`RunStore.scalar_batches`); events (alerts included, which
+    reach a backend's `log_alert`) through `records.from_store_event`, which skips what cannot be replayed (a model
+    graph is stored as its size only; a kind this version does not know).
     """
     scalars = (Scalars(step, wall, values) for step, wall, values in store.scalar_batches())
     events = (r for r in map(from_store_event, store.events()) if r is not None)

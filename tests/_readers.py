@@ -65,6 +65,7 @@ class Readback:
     tables: dict[str, list[tuple[int, list[str]]]] = field(default_factory=dict)  # name -> (step, columns)
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # "model/depth" -> value as shown
     artifacts: dict[str, list[str]] = field(default_factory=dict)  # artifact name -> its file names
+    alerts: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)  # title -> (step, level, text)
     status: str | None = None  # "finished" or "failed" as the backend shows the run's end
 
 
@@ -100,16 +101,33 @@ def _mp4_frames(path: Path) -> int:
     return int(read_video(path)[0].shape[0])
 
 
+def _plugin_content(acc: EventAccumulator, plugin: str) -> dict[str, bytes]:
+    """Tag -> plugin data of one TensorBoard plugin; empty for a plugin the run never wrote (the accumulator's own
+    `PluginTagToContent` raises KeyError then)."""
+    try:
+        return dict(acc.PluginTagToContent(plugin))
+    except KeyError:
+        return {}
+
+
+_TENSORBOARD_ALERT = re.compile(r"\*\*(INFO|WARN|ERROR)\*\* at step (\d+): (.*)", re.S)
+
+
 def _tensorboard_readback(config: TrackingConfig) -> Readback:
     from tensorboard.plugins.hparams import api_pb2, metadata
 
     acc = tensorboard_accumulator(config.run_dir)
     out = Readback(scalars=tensorboard_scalars(config.run_dir))
-    for tag in acc.PluginTagToContent("text"):
+    for tag in _plugin_content(acc, "text"):
         for event in acc.Tensors(tag):
             text = event.tensor_proto.string_val[0].decode()
             columns = _markdown_columns(text)
-            if columns is None:
+            alert = _TENSORBOARD_ALERT.fullmatch(text) if tag.startswith("alerts/") else None
+            if alert is not None:
+                assert int(alert.group(2)) == event.step, text
+                out.alerts.setdefault(tag.removeprefix("alerts/"), []).append(
+                    (event.step, alert.group(1).lower(), alert.group(3)))
+            elif columns is None:
                 out.texts.setdefault(tag, []).append((event.step, text))
             else:
                 out.tables.setdefault(tag, []).append((event.step, columns))
@@ -122,7 +140,7 @@ def _tensorboard_readback(config: TrackingConfig) -> Readback:
                 out.clips.setdefault(tag, []).append((event.step, _gif_frames(data)))
             else:
                 out.images.setdefault(tag, []).append((event.step, (event.height, event.width)))
-    contents = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    contents = _plugin_content(acc, metadata.PLUGIN_NAME)
     if metadata.SESSION_START_INFO_TAG in contents:
         start = metadata.parse_session_start_info_plugin_data(contents[metadata.SESSION_START_INFO_TAG])
         out.hyperparameters = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
@@ -139,11 +157,14 @@ def _wandb_readback(config: TrackingConfig) -> Readback:
     run = read_wandb_run(config.run_dir)
     files = {str(p).split("/files/", 1)[1]: p for p in run["files"]}
     out = Readback(scalars=wandb_scalars(config.run_dir))
+    alert_steps: dict[str, list[int]] = {}  # title -> steps of its HTML rows (W&B's alert record has no step)
     for row in run["history"]:
         step = int(row[STEP_KEY])
         for key, value in row.items():
             kind = value.get("_type") if isinstance(value, dict) else None
-            if kind == "html-file":
+            if kind == "html-file" and key.startswith("alerts/"):
+                alert_steps.setdefault(key.removeprefix("alerts/"), []).append(step)
+            elif kind == "html-file":
                 shown = re.search(r"<pre>(.*)</pre>", files[value["path"]].read_text(), re.S)
                 assert shown, value
                 out.texts.setdefault(key, []).append((step, html.unescape(shown.group(1))))
@@ -158,6 +179,9 @@ def _wandb_readback(config: TrackingConfig) -> Readback:
                 out.tables.setdefault(key, []).append((step, columns))
     out.hyperparameters = {k: v for k, v in flatten({k: v for k, v in run["config"].items() if k != "_wandb"}).items()}
     out.artifacts = {a.name: [c.path for c in a.manifest.contents] for a in run["artifacts"] if a.type != "run_table"}
+    for alert in run["alerts"]:
+        steps = alert_steps.get(alert.title) or [-1]
+        out.alerts.setdefault(alert.title, []).append((steps.pop(0), alert.level.lower(), alert.text))
     out.status = "finished" if run["exit"].exit_code == 0 else "failed"
     return out
 
@@ -183,6 +207,10 @@ def _mlflow_readback(config: TrackingConfig) -> Readback:
                 name = path.name.rsplit("_step", 1)[0]
                 if folder == "text":
                     out.texts.setdefault(name, []).append((_step_of(path.name), path.read_text()))
+                elif folder == "alerts":  # the level is in the tag of the title's latest alert
+                    latest = run.data.tags.get(f"opusclip.alert.{name}", "")
+                    level = latest.split(" ", 1)[0].lower() if f" at step {_step_of(path.name)} (" in latest else "?"
+                    out.alerts.setdefault(name, []).append((_step_of(path.name), level, path.read_text()))
                 elif folder == "clips":
                     out.clips.setdefault(name, []).append((_step_of(path.name), _mp4_frames(path)))
                 elif folder in ("images", "figures"):

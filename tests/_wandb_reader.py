@@ -30,7 +30,7 @@ def read_wandb_run(run_dir: str | Path, *, finished: bool = True) -> dict[str, A
     Returns:
         `{"history": [row dict with "_step"], "config": {key: value}, "run": RunRecord, "artifacts": [...],
         "summary": {...}, "files": [paths], "metrics": [MetricRecord (define_metric)], "exit": RunExitRecord
-        or None, "environment": [EnvironmentRecord]}`.
+        or None, "environment": [EnvironmentRecord], "alerts": [AlertRecord (run.alert), in order]}`.
     """
     run = _read(Path(run_dir))
     assert not finished or run["exit"] is not None, f"the W&B run under {run_dir} has no exit record"
@@ -48,6 +48,7 @@ def _read(run_dir: Path) -> dict[str, Any]:
     artifacts: list[Any] = []
     metrics: list[Any] = []
     environment: list[Any] = []
+    alerts: list[Any] = []
     run = exit_record = None
     for payload in transaction_log_payloads(files[0].read_bytes()):
         record = pb.Record()
@@ -76,6 +77,9 @@ def _read(run_dir: Path) -> dict[str, Any]:
             exit_record = record.exit
         elif kind == "environment":
             environment.append(record.environment)
+        elif kind == "alert":
+            alerts.append(record.alert)
     media = sorted(p for p in files[0].parent.joinpath("files").rglob("*") if p.is_file())
     return {"history": history, "config": config, "summary": summary, "run": run, "artifacts": artifacts,
-            "files": media, "metrics": metrics, "exit": exit_record, "environment": environment}
+            "files": media, "metrics": metrics, "exit": exit_record, "environment": environment,
+            "alerts": alerts}

@@ -170,8 +170,8 @@ def test_wandb_offline_run_records_each_alert_for_wandb_sync(run: Run) -> None:
     assert [(a.title, a.level, a.wait_duration) for a in alerts] == [
         (e["data"]["title"], e["data"]["level"].upper(), int(e["data"]["cooldown_s"] * 1000)) for e in run.alerts]
     assert alerts[-1].text == run.alerts[-1]["data"]["text"]
-    texts = read_back("wandb", run.config).texts  # also in the run's history, as HTML at its step
-    assert texts["alerts/Loss spike: train/loss"] == [(30, run.alerts[1]["data"]["text"])]
+    shown = read_back("wandb", run.config).alerts  # each with its step: the HTML of its text in the run's history
+    assert shown["Loss spike: train/loss"] == [(30, "warn", run.alerts[1]["data"]["text"])]
 
 
 def test_mlflow_tags_the_run_with_each_alert_and_keeps_its_text(run: Run) -> None:

@@ -2,17 +2,18 @@
 TensorBoard's `EventAccumulator`, the W&B offline run's `.wandb` file, MLflow's `MlflowClient` on its local store.
 
 The shape of Lightning's `ALL_LOGGER_CLASSES` suite, without its mocks: one run per backend writes every kind of
-record through the tracker, and one more ends failed; each test then checks one kind on every backend. A hook a
+record through the tracker, one more ends failed and a third logs scalars only; each test then checks one kind on
+every backend. A hook a
 backend does not implement (its `Backend` default is a no-op) must show nothing, so the suite also says what each
 backend leaves out. A backend added to `REGISTRY` runs this whole suite; it only needs a reader in `_readers.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -21,10 +22,12 @@ import torch
 from _readers import Readback, read_back
 from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend, get_backend_class
+from opusclip_track.records import Alert, Hyperparameters, RunStatus, Scalars, Text
 
 HYPERPARAMETERS = {"lr": 0.001, "batch_size": 8, "model": {"depth": 4, "kind": "unet"}}
 LOSS = [(step, 1.0 / (step + 1)) for step in range(0, 30, 3)]
 CLIP_FRAMES, IMAGE_SIZE = 6, (16, 24)
+ALERT = ("low_disk", "92% of /data used", "warn", 5)  # title, text, level, step
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Runs:
     backend: str
     finished: Readback
     failed: Readback
+    plain: Readback  # scalars only: no hyperparameters, no text
     artifact_file: str
 
 
@@ -54,6 +58,8 @@ def _write_finished(config: TrackingConfig, artifact: Path) -> None:
         tracker.log_image(torch.rand(3, *IMAGE_SIZE), "frame", step=3)
         tracker.log_table("results", ["model", "psnr"], [["unet", 14.5], ["dit", 15.25]], step=4)
         tracker.log_artifact(artifact, "weights", aliases=["best"], metadata={"step": 27})
+        title, text, level, step = ALERT
+        tracker.alert(title, text, level=level, step=step)  # type: ignore[arg-type]
 
 
 def _write_failed(config: TrackingConfig) -> None:
@@ -61,6 +67,11 @@ def _write_failed(config: TrackingConfig) -> None:
         tracker.log_hyperparameters({"lr": 0.5})  # TensorBoard shows a run's end with its hyperparameters
         tracker.log_metrics({"train/loss": 9.5}, step=0)
         raise RuntimeError("loss diverged")
+
+
+def _write_plain(config: TrackingConfig) -> None:
+    with AdvancedExperimentTracker(config) as tracker:
+        tracker.log_metrics({"train/loss": 0.5}, step=0)
 
 
 @pytest.fixture(scope="module", params=sorted(REGISTRY))
@@ -76,10 +87,12 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         env.setenv("WANDB_CACHE_DIR", str(root / ".wandb-cache"))
         artifact = root / "unet-best.safetensors"
         artifact.write_bytes(b"\x01" * 256)
-        finished, failed = _config(backend, root, "finished"), _config(backend, root, "failed")
+        finished, failed, plain = (_config(backend, root, name) for name in ("finished", "failed", "plain"))
         _write_finished(finished, artifact)
         _write_failed(failed)
-        yield Runs(backend, read_back(backend, finished), read_back(backend, failed), artifact.name)
+        _write_plain(plain)
+        yield Runs(backend, read_back(backend, finished), read_back(backend, failed), read_back(backend, plain),
+                   artifact.name)
 
 
 def implements(backend: str, hook: str) -> bool:
@@ -131,6 +144,21 @@ def test_hyperparameters(runs: Runs) -> None:
     assert {key: shown.get(key) for key in expected} == expected
 
 
+def test_a_run_without_hyperparameters_shows_none(runs: Runs) -> None:
+    assert runs.plain.scalars == {"train/loss": [(0, 0.5)]}
+    # (W&B's config and MLflow's params also hold the run's configuration: none of those names is in it)
+    assert not {"lr", "batch_size", "model/depth", "model/kind"} & set(runs.plain.hyperparameters)
+    assert runs.plain.alerts == {}
+
+
+def test_alert(runs: Runs) -> None:
+    """Every backend shows alerts through `log_alert`; its default shows them as text (`Alert.as_text`)."""
+    title, text, level, step = ALERT
+    shown = implements(runs.backend, "log_alert") or implements(runs.backend, "log_text")
+    assert runs.finished.alerts == ({title: [(step, level, text)]} if shown else {})
+    assert not any(name.startswith("alerts/") for name in runs.finished.texts), "an alert is not a text entry"
+
+
 def test_artifact(runs: Runs) -> None:
     expected = {"weights": [runs.artifact_file]} if implements(runs.backend, "log_artifact") else {}
     assert runs.finished.artifacts == expected
@@ -138,3 +166,56 @@ def test_artifact(runs: Runs) -> None:
 
 def test_status_finished_and_failed(runs: Runs) -> None:
     assert (runs.finished.status, runs.failed.status) == ("finished", "failed")
+
+
+# ---- the alert hook ------------------------------------------------------------------------------------------------
+class ShowsText(Backend):
+    """A backend with a text hook and no alert hook of its own."""
+
+    name = "shows_text"
+    received: ClassVar[list[tuple[str, object]]] = []  # (hook, record)
+
+    def start(self) -> None:
+        pass
+
+    def log_scalars(self, records: Sequence[Scalars]) -> None:
+        pass
+
+    def log_hyperparameters(self, record: Hyperparameters) -> None:
+        pass
+
+    def log_text(self, record: Text) -> None:
+        self.received.append(("log_text", record))
+
+    def close(self, status: RunStatus = "finished") -> None:
+        pass
+
+
+class ShowsAlerts(ShowsText):
+    """A backend with an alert hook: alerts reach it there, never through `log_text`."""
+
+    name = "shows_alerts"
+
+    def log_alert(self, record: Alert) -> None:
+        self.received.append(("log_alert", record))
+
+
+@pytest.mark.parametrize("backend", [ShowsText, ShowsAlerts])
+def test_alerts_reach_log_alert_whose_default_shows_them_as_text(backend: type[ShowsText], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, backend.name, f"{__name__}:{backend.__name__}")
+    backend.received.clear()
+    title, text, level, step = ALERT
+    config = TrackingConfig(experiment_name="contract", log_dir=str(tmp_path), use_tensorboard=False,
+                            use_wandb=False, backends=[backend.name], system_monitor_interval_s=0)
+    with AdvancedExperimentTracker(config) as tracker:
+        tracker.log_text("notes", "plain text", step=1)
+        tracker.alert(title, text, level=level, step=step)  # type: ignore[arg-type]
+    (text_hook, notes), (alert_hook, alert) = backend.received
+    assert text_hook == "log_text" and isinstance(notes, Text) and (notes.name, notes.text) == ("notes", "plain text")
+    if backend is ShowsAlerts:
+        assert alert_hook == "log_alert" and isinstance(alert, Alert)
+        assert (alert.title, alert.text, alert.level, alert.step) == ALERT
+    else:
+        assert alert_hook == "log_text" and type(alert) is Text
+        assert (alert.name, alert.text, alert.step) == (f"alerts/{title}", f"WARN at step {step}: {text}", step)

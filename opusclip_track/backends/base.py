@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..records import (
+    Alert,
     Artifact,
     ConfigUpdate,
     Graph,
@@ -61,6 +62,12 @@ class Backend(ABC):
 
     def log_text(self, record: Text) -> None:
         """Write a text entry. Default: not supported, ignored."""
+
+    def log_alert(self, record: Alert) -> None:
+        """Show an alert (`tracker.alert`, the alert rules). Default: as a text entry, through `log_text`
+        (`record.as_text()`: under `alerts/<title>`, `WARN at step 30: <text>`), so a backend that shows text
+        shows alerts, and one that shows neither ignores them."""
+        self.log_text(record.as_text())
 
     def log_histogram(self, record: Histogram) -> None:
         """Write a binned histogram (`record.edges`/`counts` are filled). Default: ignored.
@@ -134,6 +141,8 @@ class Backend(ABC):
     def _route(self, record: Record) -> None:
         if isinstance(record, Text):
             self.log_text(record)
+        elif isinstance(record, Alert):
+            self.log_alert(record)
         elif isinstance(record, Histogram):
             self.log_histogram(record)
         elif isinstance(record, Media):

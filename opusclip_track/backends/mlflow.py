@@ -184,16 +184,20 @@ class MlflowBackend(Backend):
             self.client.log_batch(self.run_id, tags=[self._RunTag(k, v) for k, v in chunk], synchronous=True)
 
     def log_text(self, record: Text) -> None:
-        """A text artifact `text/<name>_step<step>.txt`; an alert as `alerts/<title>_step<step>.txt` plus the tag
-        `opusclip.alert.<title>` holding the latest alert of that title (level, step, time, text)."""
-        folder = "alerts" if isinstance(record, Alert) else "text"
-        name = record.title if isinstance(record, Alert) else record.name
+        """A text artifact `text/<name>_step<step>.txt`."""
+        self._log_text_file("text", record.name, record.text, record.step)
+
+    def log_alert(self, record: Alert) -> None:
+        """The text as an artifact `alerts/<title>_step<step>.txt`, and the tag `opusclip.alert.<title>` holding the
+        latest alert of that title (`WARN at step 30 (<local time>): <text>`)."""
+        self._log_text_file("alerts", record.title, record.text, record.step)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.wall_time))
+        value = f"{record.level.upper()} at step {record.step} ({when}): {record.text}"
+        self._set_tags({self._name(f"{ALERT_TAG_PREFIX}{record.title}"): clip_text(value, MAX_TAG_LENGTH)})
+
+    def _log_text_file(self, folder: str, name: str, text: str, step: int) -> None:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or folder
-        self.client.log_text(self.run_id, record.text, f"{folder}/{stem}_step{record.step:08d}.txt")
-        if isinstance(record, Alert):
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.wall_time))
-            value = f"{record.level.upper()} at step {record.step} ({when}): {record.text}"
-            self._set_tags({self._name(f"{ALERT_TAG_PREFIX}{record.title}"): clip_text(value, MAX_TAG_LENGTH)})
+        self.client.log_text(self.run_id, text, f"{folder}/{stem}_step{step:08d}.txt")
 
     def log_media(self, record: Media) -> None:
         # The encoder named the file after the record and its step (`samples_step00000100.mp4`).

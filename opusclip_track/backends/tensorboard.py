@@ -105,21 +105,22 @@ class TensorBoardBackend(Backend):
             self._file.write(event)
 
     def log_text(self, record: Text) -> None:
-        """A text entry in the Text tab (Markdown), under its name; an alert under `alerts/<title>`, its level and
-        step in bold before its text."""
+        """A text entry in the Text tab (Markdown), under its name."""
         from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
         from tensorboard.compat.proto.tensor_pb2 import TensorProto
         from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 
         # The text plugin's format, under the exact tag (torch's helper appends "/text_summary").
         metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
-        text = record.text
-        if isinstance(record, Alert):
-            text = f"**{record.level.upper()}** at step {record.step}: {text}"
-        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
+        tensor = TensorProto(dtype="DT_STRING", string_val=[record.text.encode("utf-8")],
                              tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
         value = self._Summary.Value(tag=record.name, metadata=metadata, tensor=tensor)
         self._event(record.step, record.wall_time, [value])
+
+    def log_alert(self, record: Alert) -> None:
+        """A text entry under `alerts/<title>` (Text tab), its level in bold and its step before its text."""
+        self.log_text(Text(record.name, f"**{record.level.upper()}** at step {record.step}: {record.text}",
+                           record.step, record.wall_time))
 
     def log_histogram(self, record: Histogram) -> None:
         from tensorboard.compat.proto.summary_pb2 import HistogramProto

@@ -137,10 +137,17 @@ class WandbBackend(Backend):
         self.run.config.update(values, allow_val_change=True)
 
     def log_text(self, record: Text) -> None:
-        """HTML under the text's name; an alert is also a W&B alert (`run.alert`, see `send_alert`)."""
-        if isinstance(record, Alert):
-            send_alert(self.run, record)
-        self._log({record.name: self._wandb.Html(f"<pre>{html.escape(record.text)}</pre>")}, record.step)
+        """HTML under the text's name, at its step."""
+        self._html(record.name, record.text, record.step)
+
+    def log_alert(self, record: Alert) -> None:
+        """A W&B alert (`run.alert`, see `send_alert`), and its text as HTML under `alerts/<title>` in the run's
+        history, at its step (W&B's alert record has no step)."""
+        send_alert(self.run, record)
+        self._html(record.name, record.text, record.step)
+
+    def _html(self, key: str, text: str, step: int) -> None:
+        self._log({key: self._wandb.Html(f"<pre>{html.escape(text)}</pre>")}, step)
 
     def log_histogram(self, record: Histogram) -> None:
         assert record.edges is not None and record.counts is not None and record.stats is not None
@@ -149,7 +156,7 @@ class WandbBackend(Backend):
             # a note under `<name>/note` says why this step has no histogram.
             note = (f"no histogram at step {record.step}: no finite values "
                     f"({int(record.stats.get('nonfinite', 0))} NaN/Inf)")
-            self._log({f"{record.name}/note": self._wandb.Html(f"<pre>{html.escape(note)}</pre>")}, record.step)
+            self._html(f"{record.name}/note", note, record.step)
             return
         hist = self._wandb.Histogram(np_histogram=(record.counts.tolist(), record.edges.tolist()))
         self._log({record.name: hist}, record.step)
