@@ -12,7 +12,10 @@ backend on the same store (its hot path is ours; end to end includes every write
 * compute-paced: ~2 ms of single-threaded torch matmuls between calls instead of the sleep. Like a real
   step it releases the GIL (background threads run) but keeps the core busy; after a sleep, a VM's vCPU
   comes back with cold caches, which inflates every logger's first microseconds after the wake-up;
-* end to end: N calls plus close(), i.e. until everything is on disk, in scalars per second.
+* end to end: N calls plus close(), i.e. until everything is on disk, in scalars per second;
+* alerts: our tracker end to end with the alert rules off, on over keys no rule watches, and on with a loss key
+  rising every step (every value above its window's median: the loss-spike rule's most expensive case), as ratios
+  to the rules off, best of `--repeats` rounds (`--alerts-only` runs this part alone).
 
 Run: `python benchmarks/bench_logging.py [--calls 2000] [--json out.json]`. Machines are noisy: read the ratios.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -48,11 +52,11 @@ def _compute_step(seconds: float) -> None:
 
 
 def _time_calls(log: Callable[[int, dict[str, float]], None], calls: int, pace_s: float,
-                compute: bool = False) -> list[float]:
+                compute: bool = False, keys: list[str] = KEYS) -> list[float]:
     """Per-call wall time in microseconds. The values are built before the clock starts, for every logger."""
     times = []
     for step in range(calls):
-        values = {k: 0.5 + step for k in KEYS}
+        values = {k: 0.5 + step for k in keys}
         start = time.perf_counter()
         log(step, values)
         times.append((time.perf_counter() - start) * 1e6)
@@ -67,12 +71,12 @@ class _Ours:
     name = "opusclip_track"
     options: dict[str, Any] = {}
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, options: dict[str, Any] | None = None) -> None:
         from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 
         self.t = AdvancedExperimentTracker(TrackingConfig(experiment_name="bench", log_dir=str(root),
                                                           use_wandb=False, system_monitor_interval_s=0.0,
-                                                          **self.options))
+                                                          **(self.options if options is None else options)))
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.t.log_metrics(values, step=step)
@@ -201,15 +205,96 @@ def end_to_end(root: Path, calls: int, mlflow_calls: int = 300) -> dict[str, flo
     return out
 
 
+def alerts_end_to_end(root: Path, calls: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Our tracker end to end with the alert rules off and on: the best of `repeats` rounds of scalars per second
+    (wall time) and of the process's CPU time per scalar (all threads: the worker's rules included), which a busy
+    shared machine disturbs less."""
+    cases: dict[str, tuple[dict[str, Any], list[str]]] = {
+        "alerts off": ({"alerts": False}, KEYS),
+        "alerts on, no loss key": ({}, KEYS),
+        "alerts on, loss rising": ({}, ["train/loss", *KEYS[1:]]),  # every value of train/loss above its median
+    }
+    warm = _Ours(root, {})  # imports and first-run costs outside the timing
+    _time_calls(warm.log, 200, 0.0)
+    warm.close()
+    best = {name: {"scalars_per_s": 0.0, "cpu_us_per_scalar": math.inf} for name in cases}
+    names = list(cases)
+    for round_ in range(repeats):  # each round in another order, so no case always follows the same one
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            options, keys = cases[name]
+            start, cpu = time.perf_counter(), time.process_time()
+            logger = _Ours(root, options)
+            _time_calls(logger.log, calls, 0.0, keys=keys)
+            logger.close()
+            wall_s, cpu_s, scalars = time.perf_counter() - start, time.process_time() - cpu, calls * len(keys)
+            figures = best[name]
+            figures["scalars_per_s"] = max(figures["scalars_per_s"], scalars / wall_s)
+            figures["cpu_us_per_scalar"] = min(figures["cpu_us_per_scalar"], cpu_s / scalars * 1e6)
+    return best
+
+
+def alerts_on_the_worker(records: int = 10_000, repeats: int = 5) -> dict[str, float]:
+    """Microseconds per record of 10 scalars that `AlertRules.apply` costs the store's worker (no tracker around it),
+    the best of `repeats`: rules off, no key a rule watches, a noisy loss, a loss rising every step."""
+    import random
+
+    from opusclip_track.alerts import AlertRules
+    from opusclip_track.records import Scalars
+
+    rng = random.Random(0)
+
+    def steps(loss: Callable[[int], float] | None) -> list[Scalars]:
+        keys = KEYS if loss is None else KEYS[1:]
+        return [Scalars(s, 1e9 + s, {**({} if loss is None else {"train/loss": loss(s)}), **{k: 0.5 + s for k in keys}})
+                for s in range(records)]
+
+    cases: dict[str, tuple[Any, list[Scalars]]] = {
+        "alerts off": (False, steps(None)), "alerts on, no loss key": (None, steps(None)),
+        "alerts on, noisy loss": (None, steps(lambda s: 1.0 + rng.gauss(0, 0.1))),
+        "alerts on, loss rising": (None, steps(lambda s: 0.5 + s))}
+    best = dict.fromkeys(cases, math.inf)
+    for _ in range(repeats):
+        for name, (settings, batch) in cases.items():
+            rules = AlertRules(settings)
+            start = time.perf_counter()
+            for i in range(0, records, 64):  # the worker's batches
+                rules.apply(batch[i:i + 64])
+            best[name] = min(best[name], (time.perf_counter() - start) / records * 1e6)
+    return best
+
+
+def print_alerts(figures: dict[str, dict[str, float]], worker: dict[str, float], calls: int) -> None:
+    print("\n[alerts]  AlertRules.apply on the store's worker, microseconds per record of 10 scalars")
+    for name, us in worker.items():
+        print(f"  {name:<28}{us:>8.2f}")
+    print(f"\n[alerts]  our tracker, {calls} calls of 10 scalars + close(), best of rounds")
+    print(f"  {'case':<28}{'scalars/s':>12}{'vs off':>8}{'CPU us/scalar':>15}{'vs off':>8}")
+    base = figures["alerts off"]
+    for name, f in figures.items():
+        print(f"  {name:<28}{f['scalars_per_s']:>12,.0f}{f['scalars_per_s'] / base['scalars_per_s']:>7.2f}x"
+              f"{f['cpu_us_per_scalar']:>15.2f}{f['cpu_us_per_scalar'] / base['cpu_us_per_scalar']:>7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per logger and mode")
     parser.add_argument("--e2e-calls", type=int, default=5000, help="calls for the end-to-end throughput")
     parser.add_argument("--mlflow-calls", type=int, default=300,
                         help="timed calls of the MLflow peers (milliseconds each), per mode and end to end")
+    parser.add_argument("--alerts-calls", type=int, default=20000, help="calls per case of the alerts part")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of the alerts part")
+    parser.add_argument("--alerts-only", action="store_true", help="run the alerts part alone")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
+    if args.alerts_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = alerts_end_to_end(Path(tmp), args.alerts_calls, args.repeats)
+        worker = alerts_on_the_worker(repeats=args.repeats)
+        print_alerts(figures, worker, args.alerts_calls)
+        if args.json:
+            args.json.write_text(json.dumps({"alerts": figures, "alerts_worker_us_per_record": worker}, indent=2))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -222,6 +307,8 @@ def main() -> None:
             "paced_2ms": hot_path(root, args.calls, 0.002, mlflow_calls=m),
             "compute_paced_2ms": hot_path(root, args.calls, 0.002, compute=True, mlflow_calls=m),
             "end_to_end_scalars_per_s": end_to_end(root, args.e2e_calls, m),
+            "alerts": alerts_end_to_end(root, args.alerts_calls, args.repeats),
+            "alerts_worker_us_per_record": alerts_on_the_worker(repeats=args.repeats),
         }
     ours = "opusclip_track"
     print(f"log 10 scalars per call; {args.calls} calls per logger, {args.mlflow_calls} for MLflow's "
@@ -241,6 +328,7 @@ def main() -> None:
         versus = f"{e2e[_OursMlflow.name] / rate:>27.1f}x" if peer else ""
         print(f"  {name:<24}{rate:>14,.0f}{versus}")
     print(f"  ratio ours / SummaryWriter: {ratio:.1f}x")
+    print_alerts(results["alerts"], results["alerts_worker_us_per_record"], args.alerts_calls)
     paced = results["paced_2ms"]
     computed = results["compute_paced_2ms"]
     results["ratios"] = {

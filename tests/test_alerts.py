@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import random
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +23,10 @@ import torch
 
 from _readers import read_back, tensorboard_accumulator
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
-from opusclip_track.alerts import DEFAULT_RULES
+from opusclip_track.alerts import DEFAULT_RULES, AlertRules
 from opusclip_track.backends.wandb import transaction_log_payloads
 from opusclip_track.cli import main
-from opusclip_track.records import Alert, from_store_event
+from opusclip_track.records import Alert, Scalars, from_store_event
 from opusclip_track.report import build_report
 from opusclip_track.sync import sync
 
@@ -254,6 +256,56 @@ def test_configured_rules_keys_and_thresholds_are_used(runs_dir: Path) -> None:
                                  "train/objective": math.inf if step == 29 else 1.0,
                                  "sys/gpu3/memory_total_gb": 16.0, "sys/gpu3/memory_used_gb": 9.0}, step=step)
     assert _rules_raised(tracker) == [("gpu_memory", "sys/gpu3", 0), ("nonfinite_loss", "train/objective", 29)]
+
+
+def _spikes_by_definition(values: list[float], window: int, min_points: int, k: float) -> list[int]:
+    """The steps the documented rule flags: a value above the median of its last `window` finite values (once there
+    are `min_points`) by more than k x 1.4826 x their MAD, computed from scratch."""
+    flagged, kept = [], []
+    for step, value in enumerate(values):
+        if not math.isfinite(value):
+            continue
+        if len(kept) >= min_points:
+            median = statistics.median(kept)
+            sigma = 1.4826 * statistics.median(abs(v - median) for v in kept)
+            if value > median and (sigma == 0 or (value - median) / sigma > k):
+                flagged.append(step)
+        kept = [*kept, value][-window:]
+    return flagged
+
+
+def _loss_curve(rng: random.Random, length: int) -> list[float]:
+    """Regimes a loss goes through: noisy plateaus, steady falls and rises, sharp drops, constant stretches, bumps
+    near the threshold, NaN."""
+    values, level = [], 1.0
+    while len(values) < length:
+        kind, n = rng.choice(["noise", "fall", "rise", "drop", "flat", "bumps", "nan"]), rng.randint(1, 40)
+        for i in range(n):
+            if kind == "fall":
+                level *= 0.97
+            elif kind == "rise":
+                level += 0.01 * rng.random()
+            elif kind == "drop" and i == 0:
+                level *= rng.choice([0.1, 0.5])
+            noise = 0.0 if kind == "flat" else rng.gauss(0, 0.02) * level
+            bump = rng.choice([0.0, 0.0, 0.05, 0.2, 1.0]) * level if kind == "bumps" else 0.0
+            values.append(math.nan if kind == "nan" and i % 5 == 0 else level + noise + bump)
+    return values[:length]
+
+
+def test_loss_spikes_are_raised_exactly_where_the_median_and_mad_of_the_window_say() -> None:
+    # The rule compares most values with a cached floor under the threshold instead of the window's median and MAD;
+    # it must flag the very steps the definition flags, near the threshold and across regime changes included.
+    rng = random.Random(15)
+    for trial in range(150):
+        window = rng.choice([3, 5, 8, 20, 50, 100])
+        min_points, k = rng.randint(3, window), rng.choice([0.5, 1.0, 2.0, 3.0, 10.0])
+        values = _loss_curve(rng, rng.randint(50, 400))
+        rules = AlertRules({"loss_spike": {"window": window, "min_points": min_points, "k": k, "cooldown_s": 0},
+                            "nonfinite_loss": False})
+        raised = rules.apply([Scalars(step, 1e9 + step, {"train/loss": v}) for step, v in enumerate(values)])
+        steps = [r.step for r in raised if isinstance(r, Alert)]
+        assert steps == _spikes_by_definition(values, window, min_points, k), (trial, window, min_points, k)
 
 
 def test_rules_turned_off_raise_nothing_but_tracker_alert_still_works(runs_dir: Path) -> None:
