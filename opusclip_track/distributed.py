@@ -9,8 +9,11 @@ key-value store (`RankZeroChannel`), not through a collective: rank 0 sets a key
 A collective (`broadcast_object_list`, `barrier`) would block rank 0 until every rank joins, and hang for good in
 the common pattern where only rank 0 creates a tracker (accelerate's trackers, Lightning's loggers, `if rank == 0:`),
 and under NCCL it needs the device set first. The store is torchrun's own (the elastic agent's, at
-`MASTER_ADDR:MASTER_PORT`: there before `init_process_group` is called, and the same store after), else the
-default process group's store (other launchers, once `init_process_group` has run).
+`MASTER_ADDR:MASTER_PORT`: there before `init_process_group` is called, and the same store after), else, once
+`init_process_group` has run with the `env://` rendezvous (other launchers: mpirun, srun), the TCP store that
+rendezvous serves at `MASTER_ADDR:MASTER_PORT` (torch has no public getter for a group's store, so we connect to it
+as a client). A group initialised another way (`tcp://`, `file://`) gives no store: a non-zero rank then needs a
+given `run_name`.
 """
 
 from __future__ import annotations
@@ -113,21 +116,20 @@ def next_index(name: str) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _agent_store(host: str, port: int) -> torch.distributed.Store:
-    # One client connection per process, kept: torchrun's agent serves this store for the whole job.
+def _client_store(host: str, port: int) -> torch.distributed.Store:
+    # One client connection per process, kept: the server (torchrun's agent, or rank 0's env:// rendezvous) serves
+    # this store for the whole job.
     return torch.distributed.TCPStore(host, port, is_master=False, timeout=_AGENT_STORE_TIMEOUT)
 
 
 def _store() -> torch.distributed.Store | None:
-    """torchrun's agent store when this process was started by torchrun, else the default process group's store
-    once `init_process_group` has run, else None."""
+    """torchrun's agent store when this process was started by torchrun; else, once `init_process_group` has run,
+    the TCP store of its `env://` rendezvous at `MASTER_ADDR:MASTER_PORT`; else None."""
     host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT", "")
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and host and port.isdigit():
-        return _agent_store(host, int(port))
-    if _initialized():
-        from torch.distributed.distributed_c10d import _get_default_store
-
-        return _get_default_store()
+    if not (host and port.isdigit()):
+        return None
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" or _initialized():
+        return _client_store(host, int(port))
     return None
 
 
