@@ -26,6 +26,18 @@ def tensorboard_accumulator(run_dir: str | Path) -> EventAccumulator:
     return acc
 
 
+def tensorboard_app_steps(run_dir: str | Path) -> dict[str, list[int]]:
+    """Every tag's steps as the TensorBoard app loads them: its data provider's `plugin_event_accumulator`, which
+    holds every summary (scalars, text, images, histograms) as a tensor and takes a run's first `SessionLog.START`
+    for the session's start (the `EventAccumulator` above drops at every START, but only scalars, histograms and
+    images, not text)."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+
+    acc = plugin_event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
+
+
 def tensorboard_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     acc = tensorboard_accumulator(run_dir)
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -22,7 +22,7 @@ import torch
 from _readers import Readback, read_back
 from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend, get_backend_class
-from opusclip_track.records import Alert, Hyperparameters, RunStatus, Scalars, Text
+from opusclip_track.records import Alert, Hyperparameters, Rewind, RunStatus, Scalars, Text
 
 HYPERPARAMETERS = {"lr": 0.001, "batch_size": 8, "model": {"depth": 4, "kind": "unet"}}
 LOSS = [(step, 1.0 / (step + 1)) for step in range(0, 30, 3)]
@@ -219,3 +219,27 @@ def test_alerts_reach_log_alert_whose_default_shows_them_as_text(backend: type[S
     else:
         assert alert_hook == "log_text" and type(alert) is Text
         assert (alert.name, alert.text, alert.step) == (f"alerts/{title}", f"WARN at step {step}: {text}", step)
+
+
+class KeepsOrder(ShowsText):
+    """Keeps the order of its scalar and rewind hooks."""
+
+    name = "keeps_order"
+
+    def log_scalars(self, records: Sequence[Scalars]) -> None:
+        self.received.append(("log_scalars", [r.step for r in records]))
+
+    def rewind(self, step: int) -> None:
+        self.received.append(("rewind", step))
+
+
+def test_a_rewind_in_a_batch_comes_between_what_was_logged_before_and_after_it(tmp_path: Path) -> None:
+    """Scalars go to a backend as one group, but never across a rewind: TensorBoard would hide what came after it."""
+    KeepsOrder.received.clear()
+    backend = KeepsOrder(TrackingConfig(experiment_name="contract"), tmp_path, {})
+    batch = [Scalars(5, 1.0, {"a": 1.0}), Scalars(6, 1.0, {"a": 1.0}), Rewind(4), Scalars(4, 2.0, {"a": 2.0}),
+             Text("notes", "after", 4, 2.0), Rewind(5), Scalars(5, 3.0, {"a": 3.0})]
+    assert backend.write(batch) == []
+    assert [hook for hook, _ in KeepsOrder.received] == ["log_scalars", "rewind", "log_scalars", "log_text", "rewind",
+                                                         "log_scalars"]
+    assert [args for hook, args in KeepsOrder.received if hook != "log_text"] == [[5, 6], 4, [4], 5, [5]]

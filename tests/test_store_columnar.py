@@ -113,8 +113,31 @@ def test_a_resume_supersedes_later_values_in_chunks_and_tail_and_keeps_them(tmp_
     store.close()
     reader = RunStore(tmp_path / "run")
     assert_reads(reader, kept + again)
-    superseded = reader._conn.execute("SELECT key_id, step, value FROM superseded_scalars ORDER BY step, key_id")
-    assert len(superseded.fetchall()) == 40 + 30, "what the resume replaced is kept, not deleted"
+    for key in ("a", "b"):  # what the resume replaced is kept, not deleted
+        steps, walls, values = reader.superseded_history(key)
+        replaced = [r for r in rows if r[0] == key and r[1] >= 60]
+        assert sorted(zip(steps.tolist(), walls.tolist(), values.tolist(), strict=True)) == [r[1:] for r in replaced]
+    assert [a.size for a in reader.superseded_history("never-logged")] == [0, 0, 0]
+
+
+def test_a_resume_supersedes_the_events_of_the_abandoned_steps_and_keeps_them(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run", create=True)
+    store.write([("loss", 5, 1.0, 0.5)], [("hparams", "hparams", None, 1.0, {"params": {"lr": 0.1}}, None),
+                                          ("text", "note", 3, 1.0, {"text": "kept"}, None),
+                                          ("video", "clip", 6, 1.0, {"fps": 4}, "clip_6.mp4"),
+                                          ("alert", "NaN loss", 8, 1.0, {"title": "NaN loss"}, None)])
+    store.rewind(4)  # resumed from the checkpoint of step 3
+    store.write(events=[("video", "clip", 6, 2.0, {"fps": 4}, "clip_6_again.mp4")])
+    store.rewind(7)  # and once more, from step 6: what the first resume superseded keeps its step
+    store.close()
+    reader = RunStore(tmp_path / "run")
+    assert [(e["kind"], e["path"]) for e in reader.events()] == [("hparams", None), ("text", None),
+                                                                   ("video", "clip_6_again.mp4")]
+    assert reader.events("alert") == [] and reader.max_step() == 6
+    everything = reader.events(include_superseded=True)
+    assert [(e["kind"], e["step"], e["superseded_at"]) for e in everything] == [
+        ("hparams", None, None), ("text", 3, None), ("video", 6, 4), ("alert", 8, 4), ("video", 6, None)]
+    assert [e["data"] for e in reader.events("alert", include_superseded=True)] == [{"title": "NaN loss"}]
 
 
 OLD_SCHEMA = """
@@ -155,17 +178,22 @@ def test_a_store_of_the_previous_format_reads_the_same_and_is_converted_when_res
     assert_reads(reader, rows)
     assert reader.history("psnr")[7][2] != reader.history("psnr")[7][2], "NULL reads back as NaN"
     assert reader.last("loss") == (49, math.inf) and reader.events("text")[0]["data"] == {"t": 1}
+    assert reader.events(include_superseded=True)[0]["superseded_at"] is None and reader.max_step() == 49
 
     store = RunStore(tmp_path / "old", create=True)  # a resumed run converts the store
     store.tail_scalars = 20
     more = [("loss", step, 200.0 + step, 0.5) for step in range(50, 60)]
     store.write(more)
+    store.rewind(3)  # its events can now be superseded
     store.close()
-    assert_reads(RunStore(tmp_path / "old"), rows + more)
+    assert_reads(RunStore(tmp_path / "old"), [r for r in rows + more if r[1] < 3])
+    assert RunStore(tmp_path / "old").events() == []
+    assert [e["superseded_at"] for e in RunStore(tmp_path / "old").events(include_superseded=True)] == [3]
     assert reader.meta()["store_format"] == STORE_FORMAT and reader.config() == {"lr": 0.1}
     conn = sqlite3.connect(tmp_path / "old" / "run.db")
     assert conn.execute("SELECT COUNT(*) FROM scalars").fetchone() == (0,)
-    assert conn.execute("SELECT COUNT(*) FROM superseded_scalars").fetchone() == (1,)
+    replaced = [r[1] for r in rows + more if r[0] == "loss" and r[1] >= 3]
+    assert RunStore(tmp_path / "old").superseded_history("loss")[0].tolist() == [99, *replaced]  # 99: the old one
 
 
 def test_a_compaction_that_hits_a_full_disk_leaves_the_tail_readable_and_is_retried(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from _readers import scalars
+from _readers import read_back, scalars, tensorboard_app_steps
 from _wandb_reader import read_wandb_run
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend
@@ -82,8 +82,61 @@ def test_resume_continues_model_optimizer_scheduler_rng_and_steps(tmp_path: Path
     tb_steps = [s for s, _ in scalars("tensorboard", first.run_dir)["train/loss"]]
     assert tb_steps == [0, 1, 2, 3, 4, 5, 6]
     with RunStore(first.run_dir) as store:
-        (superseded,) = store._conn.execute("SELECT COUNT(*) FROM superseded_scalars").fetchone()
-    assert superseded == 2, "the abandoned steps 4 and 5 are kept aside, not lost"
+        superseded = store.superseded_history("train/loss")[0].tolist()
+    assert superseded == [4, 5], "the abandoned steps 4 and 5 are kept aside, not lost"
+
+
+def _abandoned_and_resumed(tmp_path: Path) -> TrackingConfig:
+    """A run that logs clips, text and alerts up to step 5, and is resumed from its checkpoint of step 3: the
+    clip at step 4 and the text and alert of step 5 belong to a trajectory that no longer exists."""
+    model, optimizer, scheduler = small_model()
+    with AdvancedExperimentTracker(config(tmp_path, run_name="resumed")) as first:
+        for step in range(6):
+            first.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+            if step % 2 == 0:
+                first.log_video(torch.rand(4, 3, 8, 8), "samples", step=step, fps=4)
+            if step == 3:
+                first.save_checkpoint(model, optimizer, scheduler, epoch=0, metrics={"val/loss": 0.5}, step=step)
+        first.log_text("notes", "abandoned", step=5)
+        first.alert("abandoned", "raised on the abandoned trajectory", step=5)
+    resumed = config(tmp_path, resume="resumed")
+    with AdvancedExperimentTracker(resumed) as second:
+        second.load_checkpoint("latest", *small_model())
+        for step in (4, 5, 6):
+            second.log_metrics({"train/loss": 2.0 / (step + 1)}, step=step)
+        second.log_video(torch.rand(4, 3, 8, 8), "samples", step=6, fps=4)
+        second.log_text("notes", "continued", step=6)
+    return resumed
+
+
+def test_a_resume_supersedes_the_clips_text_and_alerts_of_the_abandoned_steps_everywhere(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store, TensorBoard (its restart marker), a sync into W&B, the report and `runs show` agree: what was
+    logged after the checkpoint the run resumed from is gone from view, and kept in the store."""
+    from opusclip_track.cli import main
+    from opusclip_track.report.data import load_run
+    from opusclip_track.sync import sync
+
+    resumed = _abandoned_and_resumed(tmp_path)
+    run_dir = resumed.run_dir
+    with RunStore(run_dir) as store:
+        assert [(e["kind"], e["step"]) for e in store.events() if e["kind"] in ("video", "text", "alert")] == [
+            ("video", 0), ("video", 2), ("video", 6), ("text", 6)]
+        abandoned = [(e["kind"], e["step"], e["superseded_at"]) for e in store.events(include_superseded=True)
+                     if e["superseded_at"] is not None]
+    assert abandoned == [("video", 4, 4), ("text", 5, 4), ("alert", 5, 4)], "kept, marked, not deleted"
+    shown = tensorboard_app_steps(run_dir)  # what `tensorboard --logdir` shows
+    assert (shown["samples"], shown["notes"], shown["train/loss"]) == ([0, 2, 6], [6], [0, 1, 2, 3, 4, 5, 6])
+    assert shown["alerts/abandoned"] == [], "the tag remains, its only entry is gone"
+    sync(run_dir, "wandb")  # W&B was off during the run: the replay sends what the store shows
+    wandb = read_back("wandb", resumed)
+    assert wandb.clips == {"samples": [(0, 4), (2, 4), (6, 4)]} and wandb.alerts == {}
+    assert wandb.texts == {"notes": [(6, "continued")]}
+    assert [s for s, _ in wandb.scalars["train/loss"]] == [0, 1, 2, 3, 4, 5, 6]
+    report = load_run(run_dir, ["train/loss"])
+    assert [v["step"] for v in report.videos] == [0, 2, 6] and report.alerts == []
+    assert main(["runs", "--log-dir", resumed.log_dir, "show", "resumed"]) == 0
+    assert "alerts: none" in capsys.readouterr().out.splitlines()
 
 
 def test_resume_reuses_the_wandb_run_id(tmp_path: Path) -> None:

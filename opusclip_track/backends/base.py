@@ -118,10 +118,18 @@ class Backend(ABC):
         """Route a batch to the hooks above; return the records that failed, with their errors.
 
         Scalars go together (a backend writes them as one group); every other record alone, so one bad
-        record (a file that vanished, a value a service rejects) fails alone. Any exception counts as a
-        failure of its records, `SystemExit` and `KeyboardInterrupt` raised inside a hook included: a
-        backend never stops the thread that calls it.
+        record (a file that vanished, a value a service rejects) fails alone. A `Rewind` splits the batch: what
+        was logged before it is delivered before it, the rest after it. Any exception counts as a failure of its
+        records, `SystemExit` and `KeyboardInterrupt` raised inside a hook included: a backend never stops the
+        thread that calls it.
         """
+        cut = next((i for i, r in enumerate(records) if isinstance(r, Rewind)), None)
+        if cut is not None:
+            return self.deliver(records[:cut]) + self._deliver_group(records[cut:cut + 1]) + \
+                self.deliver(records[cut + 1:])
+        return self._deliver_group(records)
+
+    def _deliver_group(self, records: Sequence[Record]) -> list[tuple[Record, BaseException]]:
         failures: list[tuple[Record, BaseException]] = []
         scalars = [r for r in records if isinstance(r, Scalars)]
         if scalars:

@@ -176,12 +176,19 @@ class TensorBoardBackend(Backend):
         self._file.write(self._Event(wall_time=record.wall_time, graph_def=record.graph_def))
 
     def rewind(self, step: int) -> None:
-        # TensorBoard's own restart marker: readers drop earlier events at steps >= `step` (as
-        # SummaryWriter(purge_step=...) does), so a resumed run shows no duplicated or backwards steps.
+        """TensorBoard's own restart marker, `SessionLog.START` at `step`: its readers drop the events of every tag
+        (scalars, text, images, histograms) at steps >= `step` loaded before it, so a resumed run shows no
+        duplicated or backwards steps and nothing of the trajectory it abandoned.
+
+        Written twice: the TensorBoard app's loader (`plugin_event_accumulator`) takes the first START of a run
+        for the session's start and drops nothing there, and a run's files hold none before its first rewind (the
+        older `EventAccumulator` drops at every START, so twice changes nothing for it).
+        """
         from tensorboard.compat.proto.event_pb2 import SessionLog
 
-        self._file.write(self._Event(wall_time=time.time(), step=step,
-                                     session_log=SessionLog(status=SessionLog.START)))
+        for _ in range(2):
+            self._file.write(self._Event(wall_time=time.time(), step=step,
+                                         session_log=SessionLog(status=SessionLog.START)))
 
     def log_media(self, record: Media) -> None:
         """A table as Markdown text; a clip as an animated GIF and an image or figure as a PNG (Images tab)."""

@@ -5,8 +5,8 @@ find runs under a log directory. Scalars are kept per key in compressed columnar
 write-ahead tail (`columns.py`); stores of the earlier row-per-scalar format read as they are (`legacy.py`).
 """
 
-from .columns import Stats
-from .run_store import STORE_FORMAT, TAIL_SCALARS, KeySummary, RunStore
+from .columns import KeySummary, Stats
+from .run_store import STORE_FORMAT, TAIL_SCALARS, RunStore
 from .runs import DB_NAME, LOCK_NAME, RESERVE_BYTES, RESERVE_NAME, RunLockedError, find_run, list_runs
 
 __all__ = ["DB_NAME", "LOCK_NAME", "RESERVE_BYTES", "RESERVE_NAME", "STORE_FORMAT", "TAIL_SCALARS", "KeySummary",

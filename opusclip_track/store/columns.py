@@ -115,6 +115,37 @@ class Stats:
 STATS_COLUMNS = "n, first_step, last_step, last_value, last_wall, vmin, vmax, vsum, finite, max_step"
 
 
+@dataclass(frozen=True)
+class KeySummary:
+    """One scalar key of a run at a glance (what `runs show` and `runs compare` print).
+
+    Attributes:
+        count: values logged (superseded ones, from before a resume, not counted).
+        first_step: step of the first value logged.
+        last_step: step of the last value logged.
+        last_value: the last value logged (NaN stays NaN).
+        min: smallest finite value; NaN when there is none.
+        max: largest finite value; NaN when there is none.
+        mean: mean of the finite values; NaN when there is none.
+        last_wall_time: wall time (Unix seconds) of the last value logged.
+    """
+
+    count: int
+    first_step: int
+    last_step: int
+    last_value: float
+    min: float
+    max: float
+    mean: float
+    last_wall_time: float
+
+    @classmethod
+    def of(cls, stats: Stats) -> KeySummary:
+        mean = stats.sum / stats.finite if stats.finite else math.nan
+        return cls(stats.count, stats.first_step, stats.last_step, stats.last_value, stats.min, stats.max, mean,
+                   stats.last_wall)
+
+
 def group_by_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(order, starts, key_of_group)`: `keys[order]` groups each key's rows together, in their original
     (logging) order inside the group; group g is `order[starts[g]:starts[g + 1]]`."""

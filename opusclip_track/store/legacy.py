@@ -1,6 +1,8 @@
 """Reading scalars from a store written before the columnar format (no `store_format` in its meta): one row per
 scalar in `scalars(key_id, step, wall_time, value)`, NULL for NaN, logging order = rowid. Such a store is
-read as it is (every query below scans it); a writer that opens it (a resumed run) converts it first."""
+read as it is (every query below scans it); a writer that opens it (a resumed run) converts it first.
+
+Scalars a resumed run replaced are kept in rows of the same shape in every format (`superseded_scalars`)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ def keys(conn: sqlite3.Connection) -> list[str]:
 
 def history(conn: sqlite3.Connection, key_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = conn.execute("SELECT step, wall_time, value FROM scalars WHERE key_id = ? ORDER BY rowid", (key_id,))
+    return _columns(rows.fetchall())
+
+
+def superseded_history(conn: sqlite3.Connection, key_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = conn.execute("SELECT step, wall_time, value FROM superseded_scalars WHERE key_id = ? ORDER BY rowid",
+                        (key_id,))
     return _columns(rows.fetchall())
 
 

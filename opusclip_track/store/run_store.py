@@ -9,8 +9,10 @@ Tables:
   `summary()`, `keys()`, `last()`, `num_scalars()` and `max_step()` read one row per key whatever the run's
   length.
 * `superseded_scalars(key_id, step, wall_time, value)`: values a resumed run replaced (`rewind`), kept.
-* `events(id, kind, name, step, wall_time, data, path)`: everything that is not a scalar (text, histogram
-  summaries, hyperparameters, media and artifact references), `data` as JSON.
+* `events(id, kind, name, step, wall_time, data, path, superseded_at)`: everything that is not a scalar (text,
+  alerts, histogram summaries, hyperparameters, media and artifact references), `data` as JSON (`events.py`);
+  `superseded_at` marks those of a trajectory a resumed run abandoned (`rewind`), kept and read only when asked
+  for (`events(include_superseded=True)`).
 * `scalars(key_id, step, wall_time, value)`: the row-per-scalar table of stores written before the columnar
   format (no `store_format` in their meta); read as it is, converted when a writer opens the store.
 
@@ -34,12 +36,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -48,8 +48,9 @@ import numpy as np
 
 from .._downsample import check_max_points, downsample_indices
 from . import columnar, legacy
+from . import events as _events
 from .columnar import TAIL_SCALARS, Columns, WriterState
-from .columns import Stats
+from .columns import KeySummary
 from .runs import DB_NAME, RESERVE_NAME, acquire_lock, make_reserve
 from .transaction import Transaction
 
@@ -63,41 +64,7 @@ CREATE TABLE IF NOT EXISTS scalars (key_id INTEGER NOT NULL, step INTEGER NOT NU
                                     wall_time REAL NOT NULL, value REAL);
 CREATE TABLE IF NOT EXISTS superseded_scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL,
                                                wall_time REAL NOT NULL, value REAL);
-CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
-                                   step INTEGER, wall_time REAL NOT NULL, data TEXT, path TEXT);
-CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, name);
-""" + columnar.SCHEMA
-
-@dataclass(frozen=True)
-class KeySummary:
-    """One scalar key of a run at a glance (what `runs show` and `runs compare` print).
-
-    Attributes:
-        count: values logged (superseded ones, from before a resume, not counted).
-        first_step: step of the first value logged.
-        last_step: step of the last value logged.
-        last_value: the last value logged (NaN stays NaN).
-        min: smallest finite value; NaN when there is none.
-        max: largest finite value; NaN when there is none.
-        mean: mean of the finite values; NaN when there is none.
-        last_wall_time: wall time (Unix seconds) of the last value logged.
-    """
-
-    count: int
-    first_step: int
-    last_step: int
-    last_value: float
-    min: float
-    max: float
-    mean: float
-    last_wall_time: float
-
-    @classmethod
-    def of(cls, stats: Stats) -> KeySummary:
-        mean = stats.sum / stats.finite if stats.finite else math.nan
-        return cls(stats.count, stats.first_step, stats.last_step, stats.last_value, stats.min, stats.max, mean,
-                   stats.last_wall)
-
+""" + _events.SCHEMA + columnar.SCHEMA
 
 class RunStore:
     """Read and write one run's SQLite store.
@@ -123,6 +90,7 @@ class RunStore:
         self._lock: IO[str] | None = None
         self._key_ids: dict[str, int] = {}
         self._columnar = False  # known to be in the columnar format (once seen, it stays so)
+        self._events_supersede = False  # known to have `events.superseded_at` (once seen, it stays so)
         self._retry_compaction_at = 0  # after a failed compaction: the tail size at which to try again
         self._thread_lock = threading.RLock()  # around each transaction on the connection, read or write
         if create:
@@ -153,6 +121,7 @@ class RunStore:
         """Load the writer's state; a store of the row-per-scalar format is converted first (one transaction)."""
         self._load_state()
         with self._transaction():
+            _events.add_superseded_column(self._conn)
             if self._format() < STORE_FORMAT:
                 for seq, key_ids, steps, walls, values in legacy.rows_by_rowid(self._conn, self.tail_scalars):
                     columnar.insert_chunks(self._conn, self._state, seq, key_ids, steps, walls, values)
@@ -187,8 +156,8 @@ class RunStore:
             self.set_meta(values)
 
     def write(self, scalars: Sequence[tuple[str, int, float, float]] = (),
-              events: Sequence[tuple[str, str, int | None, float, Any, str | None]] = (), *,
-              config_updates: Sequence[dict[str, Any]] = (), rewind: int | None = None) -> None:
+              events: Sequence[_events.Row] = (), *, config_updates: Sequence[dict[str, Any]] = (),
+              rewind: int | None = None) -> None:
         """Write one batch in one transaction: all of it lands, or none of it (then the error is raised).
 
         Args:
@@ -196,7 +165,8 @@ class RunStore:
             events: `(kind, name, step, wall_time, data, path)` rows; `data` is JSON-serialised.
             config_updates: entries merged into the stored run configuration, in order.
             rewind: a resumed run restarts at this step: scalars at steps >= it logged so far are moved to
-                `superseded_scalars` first, so the history stays one increasing series and nothing is deleted.
+                `superseded_scalars` first, so the history stays one increasing series, and events at those steps
+                are marked superseded (left out of `events()` and `max_step()`); nothing is deleted.
 
         Raises:
             OverflowError, TypeError, ValueError, UnicodeEncodeError, sqlite3.DataError ...: a row the store
@@ -208,6 +178,7 @@ class RunStore:
         with self._transaction():
             if rewind is not None:
                 columnar.rewind(self._conn, self._state, rewind)
+                _events.supersede(self._conn, rewind)
             if config_updates:
                 config = self.config()
                 for values in config_updates:
@@ -216,9 +187,7 @@ class RunStore:
             if columns is not None:
                 self._append(*columns)
             if events:
-                self._conn.executemany(
-                    "INSERT INTO events (kind, name, step, wall_time, data, path) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(k, n, s, w, json.dumps(d, default=str), p) for k, n, s, w, d, p in events])
+                _events.insert(self._conn, events)
         if self._state.tail >= max(self.tail_scalars, self._retry_compaction_at):
             self._compact_quietly()
 
@@ -227,7 +196,7 @@ class RunStore:
         self.write(config_updates=[values])
 
     def rewind(self, step: int) -> None:
-        """A resumed run restarts at `step` (see `write`)."""
+        """A resumed run restarts at `step`: what was logged at steps >= `step` is superseded (see `write`)."""
         self.write(rewind=step)
 
     def _append(self, keys: list[str], steps: np.ndarray, walls: np.ndarray, values: np.ndarray) -> None:
@@ -396,27 +365,43 @@ class RunStore:
                 piece[1:] for piece in legacy.rows_by_rowid(self._conn, self.tail_scalars))
             yield from _groups(names, pieces)
 
-    def events(self, kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        """Non-scalar records (text, histogram, hparams, video, image, artifact ...), oldest first."""
-        query = "SELECT kind, name, step, wall_time, data, path FROM events"
-        clauses, args = [], []
-        for column, value in (("kind", kind), ("name", name)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        return [{"kind": k, "name": n, "step": s, "wall_time": w, "data": _loads(d), "path": p}
-                for k, n, s, w, d, p in self._conn.execute(query + " ORDER BY id", args)]
+    def events(self, kind: str | None = None, name: str | None = None, *,
+               include_superseded: bool = False) -> list[dict[str, Any]]:
+        """Non-scalar records (text, alert, histogram, hparams, video, image, artifact ...), oldest first.
+
+        Each is `{"kind", "name", "step", "wall_time", "data" (decoded), "path", "superseded_at"}`; `superseded_at`
+        is None, or the step a resumed run restarted at, for an event of the trajectory it abandoned.
+
+        Args:
+            kind: only events of this kind.
+            name: only events of this name.
+            include_superseded: also the superseded events, which are left out by default (as TensorBoard hides
+                them, and as a replay, the report and `runs show` leave them out).
+        """
+        rows = _events.select(self._conn, kind, name, include_superseded=include_superseded,
+                              with_column=self._has_superseded_events())
+        return [{"kind": k, "name": n, "step": s, "wall_time": w, "data": _loads(d), "path": p, "superseded_at": x}
+                for k, n, s, w, d, p, x in rows]
+
+    def superseded_history(self, key: str) -> Columns:
+        """`(steps int64, wall_times float64, values float64)` of the values of one scalar that resumed runs replaced
+        (`rewind`), in the order they were set aside; three empty arrays when there are none."""
+        row = self._conn.execute("SELECT id FROM keys WHERE name = ?", (key,)).fetchone()
+        return columnar.empty() if row is None else legacy.superseded_history(self._conn, row[0])
 
     def max_step(self) -> int | None:
-        """The largest step recorded in scalars or events (for resuming a run), or None when empty."""
+        """The largest step recorded in scalars or current events (for resuming a run), or None when empty."""
         with self._snapshot() as is_columnar:
             query = "SELECT MAX(max_step) FROM scalar_summary" if is_columnar else "SELECT MAX(step) FROM scalars"
             (a,) = self._conn.execute(query).fetchone()
-            (b,) = self._conn.execute("SELECT MAX(step) FROM events").fetchone()
+            b = _events.max_step(self._conn, with_column=self._has_superseded_events())
         steps = [s for s in (a, b) if s is not None]
         return max(steps) if steps else None
+
+    def _has_superseded_events(self) -> bool:
+        if not self._events_supersede:  # a store without the column may get it from a writer: asked until then
+            self._events_supersede = _events.has_superseded_column(self._conn)
+        return self._events_supersede
 
     def __enter__(self) -> RunStore:
         return self
