@@ -9,10 +9,11 @@ TensorBoard for a run that had it off. Nothing here names a backend: a new one i
 
 Where it writes: the run's own directory, as if the backend had been on during the run, so
 `tensorboard --logdir runs` shows the run once under its own name, W&B continues the same run id (offline
-under `<run>/wandb/` without an API key: upload it with `wandb sync`), and MLflow the same MLflow run. Before
-the replay the backend gets `Rewind(0)`, the same notice a resumed run sends: "what you hold from step 0 on is
-superseded by what follows" (TensorBoard writes its own restart marker, `SessionLog.START`, so its readers drop
-what an earlier event file held, instead of showing every point twice).
+under `<run>/wandb/` without an API key: upload it with `wandb sync`), and MLflow the same MLflow run. A backend
+whose files may already hold the run (`Backend.replay_rewinds`: TensorBoard) first gets `Rewind(0)`, the notice a
+resumed run sends: "what you hold from step 0 on is superseded by what follows" (TensorBoard writes its restart
+marker, so its readers drop what an earlier event file held instead of showing every point twice). The others do
+not: MLflow would record that the run was resumed, which a replay is not.
 
 Example:
     >>> from opusclip_track.sync import sync
@@ -120,7 +121,8 @@ def sync(run_dir: str | Path, backend: str, *, batch: int = BATCH) -> SyncResult
         sink.start()
         counts: Counter[str] = Counter()
         try:
-            _send(sink, [Rewind(0)])  # alone and first: a backend's restart marker must precede what it hides
+            if cls.replay_rewinds:
+                _send(sink, [Rewind(0)])  # alone and first: a backend's restart marker must precede what it hides
             for chunk in _chunks(replay_records(store), batch):
                 _send(sink, chunk)
                 counts.update(_kinds(chunk))

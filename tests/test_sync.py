@@ -77,6 +77,7 @@ def test_sync_offers_every_registered_backend(runs_dir: Path, capsys: pytest.Cap
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(s, 1.0 + s) for s in range(5)]
+    assert "opusclip.resumed_at_step" not in run.data.tags, "a replay is not a resume"
     assert main(["sync", "run-m", "--log-dir", str(runs_dir), "--to", "nope"]) == 2
     assert ", ".join(repr(name) for name in sorted(REGISTRY)) in capsys.readouterr().err
 

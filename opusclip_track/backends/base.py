@@ -42,6 +42,10 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
+    replay_rewinds: ClassVar[bool] = False
+    """Whether `opusclip-track sync` sends this backend `Rewind(0)` before its replay: True for a backend whose files
+    in the run directory may already hold what the replay writes again and whose `rewind` hides that (TensorBoard's
+    event files). A backend whose `rewind` only records that the run was resumed (MLflow's tag) does not get it."""
 
     def __init__(self, config: TrackingConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
         self.config = config

@@ -77,6 +77,7 @@ class TensorBoardBackend(Backend):
     """Scalars (several per event), text, histograms, hparams, images, GIF videos, figures and tables."""
 
     name = "tensorboard"
+    replay_rewinds = True  # a replay hides what the run's earlier event files hold, instead of showing it twice
 
     def start(self) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2
