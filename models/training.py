@@ -86,7 +86,8 @@ class TrainConfig:
     weights_dir: str | None = None  # searched first for LPIPS/FID/FVD weights
     resume: bool = False  # continue from the tracker's latest checkpoint of this run
     # `tracker.watch(model, log=watch, log_freq=watch_every)`: grad/* norms, NaN/Inf counts and the Histograms tab
-    # every `watch_every` steps (None: every `eval_every`, at the evaluations' steps). Under fp16 AMP the gradients
+    # every `watch_every` steps (None: every `eval_every`, at the evaluations' steps; a run shorter than that is
+    # watched once, at its last step, where its last evaluation runs). Under fp16 AMP the gradients
     # are recorded scaled by the GradScaler's loss scale (train/grad_norm is the unscaled norm).
     watch: WatchOption = "gradients"
     watch_every: int | None = None
@@ -374,7 +375,7 @@ def train(model: FramePredictor, cfg: TrainConfig, tracker: AdvancedExperimentTr
     watching = cfg.watch != "none" and start_step < total_steps
     if watching:
         tracker.watch(model, log=None if cfg.watch == "none" else cfg.watch,
-                      log_freq=cfg.watch_every or cfg.eval_every)
+                      log_freq=cfg.watch_every or min(cfg.eval_every, total_steps - start_step))
     try:
         for step, batch in _batches(train_data, cfg, steps_per_epoch, start_step, total_steps):
             bar.update(1)

@@ -136,6 +136,17 @@ def test_training_watches_the_model_so_tensorboard_shows_gradient_norms_and_hist
         TrainConfig(watch_every=0)
 
 
+def test_a_run_shorter_than_its_evaluation_interval_is_still_watched_at_its_last_step() -> None:
+    """Before: log_freq was eval_every, so a run of fewer steps (quick_start --max-steps 50 with eval_every 200)
+    logged no grad/* and left TensorBoard's Histograms tab empty."""
+    cfg = TrainConfig(**TINY, max_steps=2, eval_every=5, log_every=1)
+    with tracker_for("short") as tracker:
+        train(build_model_for(cfg), cfg, tracker, checkpoints=False)
+    acc = tensorboard_accumulator(tracker.run_dir)
+    assert [e.step for e in acc.Scalars("grad/global_norm")] == [2]
+    assert [t for t in acc.Tags()["histograms"] if t.startswith("grad/")]
+
+
 class _CrashAfter(Dataset[Tensor]):
     """The training clips, until `limit` reads: then the process 'dies' mid-epoch."""
 
