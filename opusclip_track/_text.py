@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,9 +54,16 @@ def _line(cells: Sequence[str], widths: list[int], align: str) -> str:
     return "  ".join(padded).rstrip()
 
 
+# Characters Markdown reads as emphasis, code, links or table syntax inside a cell; a backslash shows them as they
+# are (TensorBoard's renderer, `tensorboard.plugin_util.markdown_to_safe_html`, honours these escapes; it shows
+# HTML such as `<b>` literally by itself, and would print a backslash before `<` or `~`).
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]|#]")
+
+
 def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown (GitHub) table, as TensorBoard's Text tab renders it: cells through `format_number` (floats to 6
-    significant digits, None as "None"; pass strings to show values exactly), `|` escaped, newlines as spaces.
+    significant digits, None as "None"; pass strings to show values exactly), Markdown's inline punctuation
+    escaped (a glob `*loss*` stays `*loss*`, not an italic "loss"), newlines as spaces.
 
     Example:
         >>> print(markdown_table(["model", "psnr"], [["conv", 14.912345678], ["vit", None]]))
@@ -65,7 +73,7 @@ def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
         | vit | None |
     """
     def cell(value: Any) -> str:
-        return format_number(value, missing="None").replace("|", "\\|").replace("\n", " ")
+        return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", format_number(value, missing="None")).replace("\n", " ")
 
     lines = ["| " + " | ".join(cell(c) for c in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

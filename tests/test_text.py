@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opusclip_track._text import format_table
+from opusclip_track._text import format_table, markdown_table
 from opusclip_track.compare import summarize
 
 
@@ -38,3 +38,16 @@ def test_model_comparison_prints_through_it() -> None:
         "Small        0.025 ± 0.0071 (n=2)",
         "LargerModel  0.5 ± 0 (n=1)",
     ]
+
+
+def test_a_markdown_table_shows_every_cell_exactly_as_logged_in_tensorboards_text_tab() -> None:
+    # TensorBoard renders text as Markdown: a glob '*loss*' was shown as an italic "loss", '[a](x)' as a link.
+    from tensorboard.plugin_util import markdown_to_safe_html
+
+    values = ["['*loss_scale*']", "__init__", "[a](http://x)", "`code`", "a|b", "c\\d", "#tag", "<b>x</b>", "~s~"]
+    html = markdown_to_safe_html(markdown_table(["value"], [[v] for v in values]))
+    cells = [c.removeprefix("<td>").removesuffix("</td>") for c in html.split("\n") if c.startswith("<td>")]
+    unescape = {"&lt;": "<", "&gt;": ">", "&amp;": "&"}
+    for old, new in unescape.items():
+        cells = [c.replace(old, new) for c in cells]
+    assert cells == values

@@ -195,4 +195,5 @@ def test_table_cells_that_are_tensors_or_numpy_scalars_are_stored_as_numbers(run
     saved = json.loads(Path(entry["path"]).read_text())
     assert saved["rows"] == [[2.5, 1.5, 3, [1.0, 2.0], "a"]]
     markdown = tensorboard_accumulator(tracker.run_dir).Tensors("t")[0].tensor_proto.string_val[0].decode()
-    assert "| 2.5 | 1.5 | 3 | [1.0, 2.0] | a |" in markdown and "tensor(" not in markdown
+    # The Text tab renders Markdown, so the list's brackets are escaped to show as they are.
+    assert "| 2.5 | 1.5 | 3 | \\[1.0, 2.0\\] | a |" in markdown and "tensor(" not in markdown
