@@ -30,7 +30,7 @@ from .alerts import AlertRules, Watchdog
 from .backends import Backend
 from .config import redact_secrets
 from .records import Record, RunStatus
-from .store import RunStore
+from .store import RunStore, health_problems
 
 log = logging.getLogger("opusclip_track")
 
@@ -148,16 +148,14 @@ class RunWriter:
     def _finish_store(self, meta: dict[str, Any], health: dict[str, Any]) -> None:
         """Record the run's end in its meta (with `health`), log one summary line if anything went wrong, and
         close the store. Never raises: a store that cannot be written any more is reported instead."""
-        problems = {k: v for k, v in health.items() if v and k not in ("ok", "store_last_error", "slowest_batch_s",
-                                                                       "backend_last_error")
-                    and not (isinstance(v, dict) and not any(v.values()))}
+        problems = health_problems(health)
         try:
             self.store.set_meta_last({**meta, "health": health})
         except Exception as exc:
-            problems["meta"] = f"not written ({type(exc).__name__}: {exc})"
+            problems.append(f"meta=not written ({type(exc).__name__}: {exc})")
         if problems:
             log.warning("opusclip-track run %s ended %s with problems: %s%s", self.store.path.parent.name,
-                        meta.get("status"), ", ".join(f"{k}={v}" for k, v in problems.items()),
+                        meta.get("status"), ", ".join(problems),
                         "" if health["ok"] else " (records are missing somewhere: see the run's meta['health'])")
         try:
             self.store.close()

@@ -24,12 +24,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import heapq
 import itertools
 import re
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,15 +35,11 @@ from pathlib import Path
 from .backends import Backend, get_backend_class
 from .config import REDACTED, TrackingConfig
 from .records import Record, Rewind, RunStatus, Scalars, from_store_event
-from .store import DB_NAME, RunStore
+from .store import RunStore, open_run
 
-__all__ = ["SyncResult", "UnreadableRunError", "open_run", "replay_records", "sync"]
+__all__ = ["SyncResult", "replay_records", "sync"]
 
 BATCH = 1000  # records per backend write: MLflow's 1000-metrics request, one W&B/TensorBoard flush each
-
-
-class UnreadableRunError(ValueError):
-    """A run directory whose `run.db` is not a readable run store (empty, corrupt, not SQLite)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,17 +62,6 @@ class SyncResult:
     def describe(self) -> str:
         """`"1000 scalars, 5 video, 1 artifact"`: what was sent, biggest first."""
         return ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items(), key=lambda kv: -kv[1])) or "nothing"
-
-
-@contextlib.contextmanager
-def open_run(run_dir: str | Path) -> Iterator[RunStore]:
-    """The run's store for reading; one SQLite cannot read raises `UnreadableRunError` naming the file and why."""
-    run_dir = Path(run_dir)
-    try:
-        with RunStore(run_dir) as store:
-            yield store
-    except sqlite3.DatabaseError as error:  # "file is not a database", "no such table: meta", ...
-        raise UnreadableRunError(f"{run_dir / DB_NAME}: not a readable run store ({error})") from error
 
 
 def replay_records(store: RunStore) -> Iterator[Record]:
@@ -109,7 +92,7 @@ def sync(run_dir: str | Path, backend: str, *, batch: int = BATCH) -> SyncResult
         batch: records per backend write.
 
     Raises:
-        ValueError: an unknown backend name (listing the registry), or `UnreadableRunError`.
+        ValueError: an unknown backend name (listing the registry), or `opusclip_track.store.UnreadableRunError`.
         RuntimeError: the backend failed records (the first error named); the backend is still closed.
     """
     run_dir = Path(run_dir)

@@ -19,6 +19,7 @@ from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend
 from opusclip_track.cli import main
 from opusclip_track.records import Hyperparameters, RunStatus, Scalars
+from opusclip_track.report.data import load_run
 
 
 def test_list_show_and_compare(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,6 +154,43 @@ def test_show_and_compare_export_json_and_csv(runs_dir: Path, tmp_path: Path,
     assert "--out" in capsys.readouterr().err
 
 
+def _recipe_run(runs_dir: Path, name: str, lr: float, model: str, width: int) -> None:
+    """A run as the training recipe writes one: its settings in the config's `train` entry and, the same, in its
+    hyperparameters' `train` entry, beside other hyperparameters."""
+    config = TrackingConfig(experiment_name="cli", log_dir=str(runs_dir), use_wandb=False, run_name=name,
+                            system_monitor_interval_s=0.0)
+    with AdvancedExperimentTracker(config) as tracker:
+        tracker.update_config({"train": {"lr": lr, "model": model, "steps": 10}})
+        tracker.log_hyperparameters({"train": {"lr": lr, "model": model, "steps": 10}, "width": width})
+        tracker.log_metrics({"val/loss": lr * 10}, step=0)
+
+
+def test_compare_and_the_report_show_each_setting_once(runs_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`train.lr` was also shown as `hparams.train.lr`: the recipe's hyperparameters are its `train` entry."""
+    import re
+
+    from opusclip_track.report import build_report
+
+    _recipe_run(runs_dir, "unet", 0.01, "unet", 8)
+    _recipe_run(runs_dir, "vit", 0.02, "vit", 8)
+    _recipe_run(runs_dir, "vit-wide", 0.02, "vit", 16)
+    assert main(["runs", "--log-dir", str(runs_dir), "compare", "unet", "vit", "vit-wide", "--json"]) == 0
+    diff = json.loads(capsys.readouterr().out)["config_diff"]
+    assert diff == {"hparams.width": {"unet": 8, "vit": 8, "vit-wide": 16},
+                    "train.lr": {"unet": 0.01, "vit": 0.02, "vit-wide": 0.02},
+                    "train.model": {"unet": "unet", "vit": "vit", "vit-wide": "vit"}}
+    assert main(["runs", "--log-dir", str(runs_dir), "compare", "unet", "vit"]) == 0
+    table = capsys.readouterr().out.split("config diff (2 keys differ)\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in table[2:]] == ["train.lr", "train.model"]
+    stats = tmp_path / "stats.json"
+    build_report(["unet", "vit", "vit-wide"], tmp_path / "r.html", log_dir=runs_dir, json_path=stats)
+    page = (tmp_path / "r.html").read_text()
+    shown = re.findall(r'<tr data-key="([^"]+)">', page.split('<section id="config"', 1)[1].split("</section>")[0])
+    assert shown == list(diff)
+    assert json.loads(stats.read_text())["group_by"] == "train.model", "what the recipe's runs hold"
+
+
 def test_json_export_is_strict_json_with_nan_and_inf_as_strings(
         runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with AdvancedExperimentTracker(TrackingConfig(experiment_name="cli", log_dir=str(runs_dir), use_wandb=False,
@@ -187,7 +225,8 @@ class RefusesScalars(Backend):
 
 
 def test_show_says_a_run_failed_with_its_error_and_its_health_problems(
-        runs_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        runs_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setitem(REGISTRY, RefusesScalars.name, f"{__name__}:RefusesScalars")
     config = TrackingConfig(experiment_name="cli", log_dir=str(runs_dir), use_wandb=False, run_name="broken",
                             system_monitor_interval_s=0.0, backends=[RefusesScalars.name])
@@ -199,6 +238,10 @@ def test_show_says_a_run_failed_with_its_error_and_its_health_problems(
     assert "status failed" in lines[1]
     assert lines[2] == "error: RuntimeError: loss diverged at step 0"
     assert lines[3].startswith("health: ") and "backend_gave_up={'refuses_scalars': 1}" in lines[3]
+    assert main(["runs", "--log-dir", str(runs_dir), "show", "broken", "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["health_problems"]
+    assert problems == load_run(runs_dir / "broken", []).health_problems, "the report names the same problems"
+    assert f"with problems: {', '.join(problems)} (records are missing" in caplog.text, "as the run's own warning"
     make_run(runs_dir, "healthy", 1.0)
     assert main(["runs", "--log-dir", str(runs_dir), "show", "healthy"]) == 0
     assert "health: ok" in capsys.readouterr().out.splitlines()

@@ -26,18 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from opusclip_track._text import format_number, format_table, plain_json
-from opusclip_track.records import ALERT_EVENT, HYPERPARAMETERS_EVENT
-from opusclip_track.report.data import flatten, match_keys
-from opusclip_track.store import KeySummary, RunStore, find_run, list_runs
-from opusclip_track.sync import open_run
+from opusclip_track.records import ALERT_EVENT
+from opusclip_track.report.data import match_keys
+from opusclip_track.store import (
+    KeySummary,
+    RunStore,
+    config_diff,
+    find_run,
+    health_problems,
+    list_runs,
+    open_run,
+    run_settings,
+)
 
 __all__ = ["add_runs_parser"]
 
 _SUMMARY_FIELDS = [f.name for f in dataclasses.fields(KeySummary)]
-# The run name heads the columns; torch's initial seed differs between any two processes.
-_IDENTITY_KEYS = ("run_name", "environment.torch_initial_seed")
-# Health entries that are context, not problems (a run's own close warning leaves them out the same way).
-_HEALTH_CONTEXT = ("ok", "store_last_error", "slowest_batch_s", "backend_last_error")
 _SHOWN_ALERTS = 20  # the latest ones; --json has every one (the rules' cool-down keeps them few)
 
 
@@ -153,10 +157,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         run_dir = find_run(args.log_dir, name)
         with open_run(run_dir) as store:
             info = _run_info(store, run_dir, args.log_dir)
-            runs[info["run"]] = {"info": info, "summary": store.summary(), "settings": _settings(store)}
+            runs[info["run"]] = {"info": info, "summary": store.summary(), "settings": run_settings(store)}
     available = sorted({k for run in runs.values() for k in run["summary"]})
     keys = _chosen_keys(args.keys, available)
-    diff = _config_diff({name: run["settings"] for name, run in runs.items()})
+    diff = config_diff({name: run["settings"] for name, run in runs.items()}).all()
     names = list(runs)
     if args.json:
         scalars = {k: {n: _summary_dict(runs[n]["summary"].get(k)) for n in names} for k in keys}
@@ -191,34 +195,6 @@ def _chosen_keys(text: str | None, available: Sequence[str]) -> list[str]:
     return match_keys(available, patterns)
 
 
-def _config_diff(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The flattened settings whose values differ between runs (set in some runs only counts as differing).
-
-    Args:
-        settings: run name -> its flattened config and hyperparameters (`{"train.lr": 0.01, "hparams.seed": 0}`).
-
-    Returns:
-        key -> {run name: value} for the runs that set it, keys sorted; empty when all runs agree.
-    """
-    keys = sorted({k for values in settings.values() for k in values})
-    diff = {}
-    for key in keys:
-        values = {run: s[key] for run, s in settings.items() if key in s}
-        texts = {json.dumps(v, sort_keys=True, default=str) for v in values.values()}
-        if len(texts) > 1 or len(values) < len(settings):
-            diff[key] = values
-    return diff
-
-
-def _settings(store: RunStore) -> dict[str, Any]:
-    """The run's config and hyperparameters, flattened as the HTML report shows them (`hparams.<name>`), without
-    the keys that differ between any two runs by design."""
-    settings = {k: v for k, v in flatten(store.config()).items() if k not in _IDENTITY_KEYS}
-    for event in store.events(HYPERPARAMETERS_EVENT):
-        settings.update(flatten((event["data"] or {}).get("params") or {}, "hparams."))
-    return settings
-
-
 # ---- shared --------------------------------------------------------------------------------------------------
 def _run_info(store: RunStore, run_dir: Path, log_dir: Path) -> dict[str, Any]:
     meta = store.meta()
@@ -226,21 +202,7 @@ def _run_info(store: RunStore, run_dir: Path, log_dir: Path) -> dict[str, Any]:
     return {"run": _display_name(run_dir, log_dir), "path": str(run_dir),
             "experiment": meta.get("experiment_name"), "group": meta.get("group"), "status": meta.get("status"),
             "error": meta.get("error"), "created_at": meta.get("created_at"), "finished_at": meta.get("finished_at"),
-            "health_problems": _health_problems(health) if isinstance(health, dict) else None}
-
-
-def _health_problems(health: Mapping[str, Any]) -> list[str]:
-    """`["store_lost=2", "backend_gave_up={'wandb': 5}"]`: the entries of a run's `meta["health"]` that say
-    something went wrong (non-zero counts, non-empty lists, per-backend counts that are not all zero)."""
-    problems = []
-    for key, value in health.items():
-        if key in _HEALTH_CONTEXT or not value or (isinstance(value, dict) and not any(value.values())):
-            continue
-        shown = {k: v for k, v in value.items() if v} if isinstance(value, dict) else value
-        problems.append(f"{key}={shown}")
-    if not problems and health.get("ok") is False:
-        problems.append("records are missing somewhere (ok=False)")
-    return problems
+            "health_problems": health_problems(health) if isinstance(health, dict) else None}
 
 
 def _display_name(run_dir: Path, log_dir: Path) -> str:

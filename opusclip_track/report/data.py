@@ -12,27 +12,36 @@ import glob
 import json
 import math
 import os
-import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from opusclip_track.store import DB_NAME, RunStore, list_runs
+from opusclip_track.store import (
+    DB_NAME,
+    RunStore,
+    UnreadableRunError,
+    health_problems,
+    list_runs,
+    open_run,
+    run_settings,
+    setting,
+)
 
 __all__ = [
-    "DEFAULT_KEYS", "GROUP_CANDIDATES", "PerFrameTable", "RunData", "common_prefix", "flatten", "group_runs",
-    "load_run", "match_keys", "resolve_runs",
+    "DEFAULT_KEYS", "GROUP_CANDIDATES", "PerFrameTable", "RunData", "common_prefix", "group_runs", "load_run",
+    "match_keys", "resolve_runs",
 ]
 
 # Curves and statistics when --keys is not given: the losses and every video-quality metric.
 DEFAULT_KEYS: tuple[str, ...] = ("train/loss", "val/loss", "video/*")
 # Tried in order when --group-by is not given: the first that splits the runs into two or more groups wins
-# (compare_models.py puts every model's runs in one run group, so the model is what tells them apart).
-GROUP_CANDIDATES: tuple[str, ...] = ("group", "model", "train.model", "hparams.model")
-_IDENTITY_KEYS = ("run_name", "environment.torch_initial_seed")  # differ between any two runs by design
+# (compare_models.py puts every model's runs in one run group, so the model is what tells them apart). Runs of the
+# training recipe (quick_start, compare_models, sweep trials) hold their model as `train.model`; a sweep over the
+# model also as `hparams.model`, with the same value, so it adds nothing. `model`: a config key of the user's own.
+GROUP_CANDIDATES: tuple[str, ...] = ("group", "train.model", "model")
 
 
 @dataclass
@@ -64,7 +73,7 @@ class RunData:
     duration_s: float | None = None
     steps: int | None = None
     num_scalars: int = 0
-    settings: dict[str, Any] = field(default_factory=dict)  # flattened config and hparams ("hparams.lr")
+    settings: dict[str, Any] = field(default_factory=dict)  # `store.run_settings`: "train.lr", "hparams.width"
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # key -> (steps, values)
     finals: dict[str, float] = field(default_factory=dict)
     system: dict[str, tuple[float, float]] = field(default_factory=dict)  # sys/* key -> (mean, max)
@@ -130,27 +139,16 @@ def common_prefix(names: Sequence[str]) -> str:
     return prefix if all(len(n) > len(prefix) for n in names) else ""
 
 
-def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"train": {"lr": 1}}` -> `{"train.lr": 1}`; lists stay values (shown as JSON)."""
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, Mapping) and item:
-            flat.update(flatten(item, name + "."))
-        else:
-            flat[name] = item
-    return flat
-
-
 def load_run(path: str | Path, keys: Sequence[str]) -> RunData:
     """Read one run. A store SQLite cannot read gives a `RunData` with `unreadable` set, not an exception, so
     one broken run never hides the others in a report."""
     path = Path(path)
     try:
-        with RunStore(path) as store:
+        with open_run(path) as store:
             return _read(store, path, keys)
-    except (sqlite3.DatabaseError, json.JSONDecodeError, OSError) as error:
-        return RunData(path.name, path, "unreadable", unreadable=f"{type(error).__name__}: {error}")
+    except (UnreadableRunError, json.JSONDecodeError, OSError) as error:
+        cause = error.__cause__ if isinstance(error, UnreadableRunError) else error  # SQLite's own error
+        return RunData(path.name, path, "unreadable", unreadable=f"{type(cause).__name__}: {cause}")
 
 
 def _read(store: RunStore, path: Path, keys: Sequence[str]) -> RunData:
@@ -159,9 +157,7 @@ def _read(store: RunStore, path: Path, keys: Sequence[str]) -> RunData:
                   error=meta.get("error"), group=str(meta.get("group") or ""),
                   experiment=str(meta.get("experiment_name") or ""), created_at=_float(meta.get("created_at")),
                   steps=store.max_step(), num_scalars=store.num_scalars())
-    run.settings = {k: v for k, v in flatten(store.config()).items() if k not in _IDENTITY_KEYS}
-    for event in store.events("hparams"):
-        run.settings.update(flatten(event["data"].get("params") or {}, "hparams."))
+    run.settings = run_settings(store)
     summary = store.summary()  # one row per key: finals, system load and the last time need no curve
     last_time = max([run.created_at or 0.0, *(s.last_wall_time for s in summary.values())])
     for key in match_keys(summary, keys):
@@ -182,7 +178,8 @@ def _read(store: RunStore, path: Path, keys: Sequence[str]) -> RunData:
     finished = _float(meta.get("finished_at"))
     if run.created_at is not None:
         run.duration_s = (finished if finished is not None else last_time) - run.created_at
-    run.health_problems = _health_problems(meta.get("health"))
+    health = meta.get("health")
+    run.health_problems = health_problems(health) if isinstance(health, dict) else []  # none recorded: not closed
     return run
 
 
@@ -238,13 +235,6 @@ def _best_checkpoint(events: list[dict[str, Any]]) -> dict[str, Any] | None:
             "metrics": {k: v for k, v in data.items() if k not in ("type", "aliases", "epoch", "sha256")}}
 
 
-def _health_problems(health: Any) -> list[str]:
-    if not isinstance(health, dict) or health.get("ok", True):
-        return []
-    counts = ("bad_records", "store_rejected", "store_lost", "store_pending", "media_write_errors", "worker_errors")
-    return [f"{name} {health[name]}" for name in counts if health.get(name)]
-
-
 def group_runs(runs: Sequence[RunData], group_by: str | None) -> tuple[str, dict[str, list[RunData]]]:
     """Runs by group: `group_by` (a meta field such as `group`, a config key such as `train.model`, or
     `hparams.<name>`), or when None the first of `GROUP_CANDIDATES` that splits them into two or more groups.
@@ -270,7 +260,7 @@ def _group_value(run: RunData, key: str) -> str:
     elif key in ("status", "experiment"):
         value = getattr(run, key)
     else:
-        value = run.settings.get(key)
+        value = setting(run.settings, key)
     if value is None or value == "":
         return "(none)"
     return value if isinstance(value, str) else json.dumps(value)
