@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from opusclip_track.backends.tensorboard import EventFile
-from opusclip_track.store import STORE_FORMAT, KeySummary, RunStore
+from opusclip_track.store import STORE_FORMAT, KeySummary, RunStore, legacy
 
 Row = tuple[str, int, float, float]
 ODD_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_0000_0123))[0]  # a NaN with a payload
@@ -140,24 +140,12 @@ def test_a_resume_supersedes_the_events_of_the_abandoned_steps_and_keeps_them(tm
     assert [e["data"] for e in reader.events("alert", include_superseded=True)] == [{"title": "NaN loss"}]
 
 
-OLD_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL, wall_time REAL NOT NULL, value REAL);
-CREATE TABLE superseded_scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL, wall_time REAL NOT NULL,
-                                 value REAL);
-CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, step INTEGER,
-                     wall_time REAL NOT NULL, data TEXT, path TEXT);
-CREATE INDEX events_by_kind ON events (kind, name);
-"""
-
-
 def old_format_store(run_dir: Path, rows: list[Row]) -> None:
     """A store as the previous release wrote it (one row per scalar, NaN as NULL, the index built at close)."""
     run_dir.mkdir(parents=True)
     conn = sqlite3.connect(run_dir / "run.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(OLD_SCHEMA)
+    conn.executescript(legacy.SCHEMA)
     conn.executemany("INSERT INTO meta VALUES (?, ?)", [("run_name", run_dir.name), ("status", "finished"),
                                                        ("config", '{"lr": 0.1}')])
     ids = {key: i for i, key in enumerate(sorted({r[0] for r in rows}), start=1)}

@@ -15,6 +15,19 @@ from .columns import Stats
 
 _FINITE = "value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
 
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL, wall_time REAL NOT NULL, value REAL);
+CREATE TABLE superseded_scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL, wall_time REAL NOT NULL,
+                                 value REAL);
+CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, step INTEGER,
+                     wall_time REAL NOT NULL, data TEXT, path TEXT);
+CREATE INDEX events_by_kind ON events (kind, name);
+"""
+"""The tables as the releases before the columnar format created them (they indexed `scalars (key_id, step)` at
+close): what this module reads, and what the tests and `benchmarks/bench_store.py` write to make such a store."""
+
 
 def keys(conn: sqlite3.Connection) -> list[str]:
     return [name for (name,) in conn.execute(
