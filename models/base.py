@@ -27,18 +27,20 @@ class PredictorConfig(Protocol):
     residual: bool
 
 
-def check_config(cfg: PredictorConfig, downsampling: int) -> None:
-    """Check the shape fields every model config has; `image_size` must be a multiple of `downsampling`.
+def check_config(cfg: PredictorConfig, downsampling: int | str, more: tuple[str, ...] = ()) -> None:
+    """Check the shape fields every model config has, and the fields `more` (also ints >= 1); `image_size` must
+    be a multiple of `downsampling` (a number, or the name of one of those fields, e.g. `"patch_size"`).
 
     Raises:
         ValueError: naming the field, what was expected and what was received.
     """
-    for name in ("context_frames", "future_frames", "channels", "image_size"):
+    for name in ("context_frames", "future_frames", "channels", "image_size", *more):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected an int >= 1, received {value!r}")
-    if cfg.image_size % downsampling:
-        raise ValueError(f"image_size: expected a multiple of {downsampling}, received {cfg.image_size}")
+    factor = getattr(cfg, downsampling) if isinstance(downsampling, str) else downsampling
+    if cfg.image_size % factor:
+        raise ValueError(f"image_size: expected a multiple of {factor}, received {cfg.image_size}")
 
 
 class FramePredictor(nn.Module):

@@ -1,13 +1,12 @@
 """The training and evaluation recipe the scripts share: AdamW, warmup + cosine, clipping, AMP, eval, samples.
 
-`train` runs a frame-prediction model (see `models.build_model`) on clips of `context_frames + future_frames`
+`train` runs a frame-prediction model (see `build_model_for`) on clips of `context_frames + future_frames`
 frames and records everything through an `AdvancedExperimentTracker`: the step losses, gradient norms and
 learning rate; periodic evaluations with the video metrics; sample clips (generated above ground truth);
 checkpoints (the tracker's manager keeps the latest and the best); and it resumes from the latest checkpoint.
 
 Example:
-    >>> from models import build_model
-    >>> from models.training import TrainConfig, train
+    >>> from models.training import TrainConfig, build_model_for, train
     >>> cfg = TrainConfig(model="transformer", max_steps=300)
     >>> with AdvancedExperimentTracker(TrackingConfig(experiment_name="demo")) as tracker:  # doctest: +SKIP
     ...     results = train(build_model_for(cfg), cfg, tracker)   # {"val/loss": ..., "video/psnr": ...}
@@ -34,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from models import MODELS, FramePredictor, ModelName, build_model
+from models import MODELS, FramePredictor, ModelName, model_config
 from opusclip_track.checkpoint import CheckpointNotFoundError
 from opusclip_track.config import SEED_API_FIELDS, TrackingConfig
 from opusclip_track.data import Background, SyntheticVideoDataset
@@ -142,8 +141,9 @@ class TrainConfig:
         out: dict[str, Any] = {}
         for key, value in data.items():
             name = cls.ALIASES.get(key, key)
-            if name in out:
-                raise ValueError(f"TrainConfig: {key!r} is an alias of {name!r}; received both, give one")
+            if name in out:  # the alias is whichever of the two keys is not the field's own name
+                alias = key if key != name else next(k for k in data if k != name and cls.ALIASES.get(k) == name)
+                raise ValueError(f"TrainConfig: {alias!r} is an alias of {name!r}; received both, give one")
             out[name] = value
         return out
 
@@ -190,12 +190,18 @@ def tracking_settings(tracking: TrackingConfig) -> dict[str, Any]:
             if getattr(tracking, name) is not None}
 
 
+def model_config_for(cfg: TrainConfig) -> Any:
+    """The checked config of the model `cfg` names, with its frame counts and size and `cfg.model_options`
+    (`models.model_config`: a value the model cannot take raises `ValueError` naming it; nothing is built)."""
+    return model_config(cfg.model, context_frames=cfg.context_frames, future_frames=cfg.future_frames,
+                        image_size=cfg.image_size, **cfg.model_options)
+
+
 def build_model_for(cfg: TrainConfig) -> FramePredictor:
-    """The model `cfg` names, with its frame counts and size and `cfg.model_options`, initialised from
-    `cfg.seed` (the same config always starts from the same weights)."""
+    """The model `cfg` names (`model_config_for`), initialised from `cfg.seed` (the same config always starts
+    from the same weights)."""
     torch.manual_seed(cfg.seed)
-    return build_model(cfg.model, context_frames=cfg.context_frames, future_frames=cfg.future_frames,
-                       image_size=cfg.image_size, **cfg.model_options)
+    return MODELS[cfg.model][1](model_config_for(cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------

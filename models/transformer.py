@@ -36,6 +36,11 @@ class TransformerConfig:
     dropout: float = 0.0
     residual: bool = True  # predict a change of the last context frame rather than frames from scratch
 
+    def __post_init__(self) -> None:
+        check_config(self, downsampling="patch_size", more=("patch_size", "n_layer", "n_head", "n_embd"))
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, received {self.n_embd}")
+
 
 class SelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
@@ -81,10 +86,7 @@ class TransformerModel(FramePredictor):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        check_config(config, downsampling=config.patch_size)
-        if config.n_embd % config.n_head:
-            raise ValueError(f"n_embd: expected a multiple of n_head={config.n_head}, received {config.n_embd}")
-        self.config = config
+        self.config = config  # checked when it was made (`__post_init__`)
         p, d = config.patch_size, config.n_embd
         self.num_patches = (config.image_size // p) ** 2  # tokens per frame
         self.patch_embed = nn.Linear(config.channels * p * p, d)

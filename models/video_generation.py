@@ -38,6 +38,11 @@ class VideoGenerationConfig:
     num_res_blocks: int = 2  # residual blocks at the lowest resolution
     residual: bool = True  # predict a change of the last context frame rather than frames from scratch
 
+    def __post_init__(self) -> None:
+        check_config(self, downsampling=8)  # three halvings: the fold and two Down stages
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 8 or self.width % 8:
+            raise ValueError(f"width: expected a multiple of 8 (GroupNorm groups), received {self.width!r}")
+
 
 class ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
@@ -85,10 +90,7 @@ class VideoGenerationModel(FramePredictor):
 
     def __init__(self, config: VideoGenerationConfig) -> None:
         super().__init__()
-        check_config(config, downsampling=8)
-        if config.width < 8 or config.width % 8:
-            raise ValueError(f"width: expected a multiple of 8 (GroupNorm groups), received {config.width}")
-        self.config = config
+        self.config = config  # checked when it was made (`__post_init__`)
         w = config.width
         # Folding 2x2 pixels into channels cuts the cost of the full-resolution convs by 4 at equal width.
         self.fold, self.unfold = nn.PixelUnshuffle(2), nn.PixelShuffle(2)

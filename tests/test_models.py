@@ -133,6 +133,19 @@ def test_build_model_rejects_unknown_names_and_fields() -> None:
         build_model("transformer", n_embd=30)
 
 
+def test_a_model_config_refuses_what_its_model_cannot_build_when_it_is_made() -> None:
+    # A sweep's `width: 4` used to pass the config and fail inside every trial, at the first GroupNorm.
+    with pytest.raises(ValueError, match=r"width: expected a multiple of 8 \(GroupNorm groups\), received 4"):
+        VideoGenerationConfig(width=4)
+    with pytest.raises(ValueError, match=r"image_size: expected a multiple of 8, received 36"):
+        VideoGenerationConfig(image_size=36)
+    with pytest.raises(ValueError, match=r"n_embd: expected a multiple of n_head=4, received 30"):
+        TransformerConfig(n_embd=30)
+    with pytest.raises(ValueError, match=r"patch_size: expected an int >= 1, received 0"):  # not a ZeroDivisionError
+        TransformerConfig(patch_size=0)
+    assert VideoGenerationConfig(width=24).width == 24
+
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FILES = ["video_generation.py", "transformer.py"]  # one file per model, as in nanoGPT
 

@@ -73,6 +73,20 @@ def test_a_finished_grid_says_already_complete_and_runs_nothing(tmp_path: Path) 
     assert len(trials_of(tmp_path, "done")) == 2 and "trial/s" not in out.stderr  # no trial, no progress bar
 
 
+def test_saying_a_finished_grid_is_already_complete_imports_no_torch(tmp_path: Path) -> None:
+    # It took ~6 s because `import models.sweep_recipe` ran models/__init__, which imported both models (torch).
+    config = seed_004("quick")
+    run_sweep(config, quadratic_of_learning_rate, root=tmp_path / "sweeps", track=False, plot=False)
+    path = tmp_path / "quick.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = [str(REPO / "scripts" / "sweep.py"), "--config", str(path), "--root", str(tmp_path / "sweeps")]
+    code = (f"import runpy, sys\nsys.argv = {argv!r}\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as done:\n    print('exit', done.code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "note: already complete: 2 of 2 grid points done" in out.stdout, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "exit 0 False"
+
+
 def test_the_wandb_engine_without_an_api_key_is_one_line_exit_1(tmp_path: Path) -> None:
     out = sweep_script(tmp_path, seed_004("wb"), "--engine", "wandb")
     assert out.returncode == 1 and out.stdout == ""

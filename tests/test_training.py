@@ -226,6 +226,11 @@ def test_from_dict_takes_the_names_researchers_bring() -> None:
         TrainConfig.from_dict({"learning_rat": 0.1})
     with pytest.raises(ValueError, match=r"'learning_rate' is an alias of 'lr'; received both"):
         TrainConfig.from_dict({"lr": 0.1, "learning_rate": 0.2})
+    # The message names the alias whichever of the two comes first (it used to say "'lr' is an alias of 'lr'").
+    with pytest.raises(ValueError, match=r"TrainConfig: 'learning_rate' is an alias of 'lr'; received both"):
+        TrainConfig.from_dict({"learning_rate": 0.2, "lr": 0.1})
+    with pytest.raises(ValueError, match=r"TrainConfig: 'max_epochs' is an alias of 'epochs'; received both"):
+        TrainConfig.from_dict({"max_epochs": 2, "batch_size": 4, "epochs": 3})
 
 
 @pytest.mark.parametrize(("field", "value"), [("lr", float("nan")), ("lr", float("inf")), ("lr", True),
@@ -260,7 +265,8 @@ def test_the_run_config_records_the_values_the_run_used_and_no_default_it_did_no
     texts = {tag: tensorboard_accumulator(run_dir).Tensors(tag)[0].tensor_proto.string_val[0].decode()
              for tag in ("config", "config/train")}
     assert "learning_rate" not in texts["config"] and "max_epochs" not in texts["config"]
-    assert "| lr | 0.002 |" in texts["config/train"] and "| batch_size | 4 |" in texts["config/train"]
+    # Markdown cells escape inline punctuation (dad3e1f): TensorBoard renders `batch\_size` as batch_size.
+    assert "| lr | 0.002 |" in texts["config/train"] and "| batch\\_size | 4 |" in texts["config/train"]
     wandb_config = read_wandb_run(run_dir)["config"]
     assert "learning_rate" not in wandb_config and "max_epochs" not in wandb_config
     assert wandb_config["train"]["lr"] == 2e-3 and wandb_config["train"]["batch_size"] == 4
