@@ -2,11 +2,13 @@
 
 Parameters named like `TrainConfig` fields or their aliases (`lr` or `learning_rate`, `epochs` or `max_epochs`,
 `batch_size`, `max_steps`, `weight_decay`, ...) set those; any other name is an option of the model (`width`,
-`num_res_blocks`, `n_layer`, ...). Every swept value takes effect: sweeping `epochs` trains that many epochs, so
-the base recipe's `max_steps` no longer caps it (sweep `max_steps` as well to cap it).
+`num_res_blocks`, `n_layer`, ...), given to the trial's model when it has that option (a sweep over both models
+may set options of each). Every swept value takes effect: sweeping `epochs` trains that many epochs, so the base
+recipe's `max_steps` no longer caps it (sweep `max_steps` as well to cap it).
 
-The objective declares what it accepts (`sweep_parameters`) and what it returns (`sweep_metrics`), so
-`run_sweep` refuses a misspelled parameter or metric before the first trial.
+The objective declares what it accepts (`sweep_parameters`, `check_sweep_value`) and what it returns
+(`sweep_metrics`), so `run_sweep` refuses a misspelled parameter or metric, or a value no trial could start with
+(`width: 4`: the conv model's GroupNorm needs a multiple of 8), before the first trial.
 
 Example:
     >>> config = SweepConfig.from_yaml("sweeps/quick_grid.yaml")
@@ -63,11 +65,10 @@ class SweepRecipe:
     @property
     def sweep_parameters(self) -> frozenset[str]:
         """`TrainConfig` fields and aliases, and the options of the models this recipe may build."""
-        from models import MODELS
-        from models.training import TrainConfig
+        from models import MODELS, model_options
 
-        options = {f.name for name in self.models if name in MODELS for f in dataclasses.fields(MODELS[name][0])}
-        return frozenset(_train_names() | set(TrainConfig.ALIASES) | options)
+        options = {option for name in self.models if name in MODELS for option in model_options(name)}
+        return frozenset(_train_names() | options)
 
     @property
     def sweep_metrics(self) -> frozenset[str]:
@@ -77,18 +78,39 @@ class SweepRecipe:
 
     def train_config(self, params: Mapping[str, Any]) -> TrainConfig:
         """`TrainConfig` of one trial: the base recipe, swept `TrainConfig` fields (or aliases), the rest as
-        model options. A swept `epochs` is not capped by the base's `max_steps`."""
+        options of the trial's model (those it has, when this recipe may build several models). A swept `epochs`
+        is not capped by the base's `max_steps`."""
+        from models import model_options
         from models.training import TrainConfig
 
-        names = _train_names() | set(TrainConfig.ALIASES)
+        names = _train_names()
         swept = {k: v for k, v in params.items() if k in names}
         options = {k: v for k, v in params.items() if k not in names}
         canonical = {TrainConfig.ALIASES.get(k, k) for k in swept}
         recipe = {k: v for k, v in self.base.items() if k not in canonical}
         if "epochs" in canonical and "max_steps" not in canonical:
             recipe["max_steps"] = None  # the swept epoch count decides the length, not the base's step cap
-        recipe["model_options"] = {**self.base.get("model_options", {}), **swept.pop("model_options", {}), **options}
+        merged = {**self.base.get("model_options", {}), **swept.pop("model_options", {}), **options}
+        model = swept.get("model", recipe.get("model", "video_generation"))
+        if len(self.models) > 1 and model in self.models:  # the other models' options are not this trial's
+            merged = {k: v for k, v in merged.items() if k in model_options(model)}
+        recipe["model_options"] = merged
         return TrainConfig.from_dict({**recipe, **swept})  # resolves aliases; refuses an alias beside its field
+
+    def check_sweep_value(self, name: str, value: Any) -> None:
+        """Raise `ValueError` (or `TypeError`) naming the setting when no trial given `name: value` on top of the
+        base recipe could start: the recipe (`TrainConfig`) or the model's config refuses it, e.g. `width: 4`
+        (the conv model's GroupNorm needs a multiple of 8). A model option is checked by each of this recipe's
+        models that has it, a recipe setting by each model. Nothing is built or trained."""
+        from models import model_options
+        from models.training import model_config_for
+
+        if name == "model":
+            model_config_for(self.train_config({name: value}))
+            return
+        for model in self.models:
+            if name in _train_names() or name in model_options(model):
+                model_config_for(self.train_config({"model": model, name: value}))
 
     def __call__(self, params: dict[str, Any], trial: TrialContext) -> float:
         """One trial: train the example model; `val/loss` (and `video/*`) at each evaluation feed hyperband."""
@@ -104,9 +126,10 @@ class SweepRecipe:
 
 
 def _train_names() -> set[str]:
+    """The names that set the recipe: `TrainConfig` fields and their aliases."""
     from models.training import TrainConfig
 
-    return {f.name for f in dataclasses.fields(TrainConfig)}
+    return {f.name for f in dataclasses.fields(TrainConfig)} | set(TrainConfig.ALIASES)
 
 
 def _choices(config: SweepConfig, name: str) -> list[Any]:

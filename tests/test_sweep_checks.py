@@ -64,6 +64,45 @@ def test_an_undeclared_parameter_or_metric_is_refused_before_any_trial(
     assert objective.calls == 0 and not (tmp_path / "g.db").exists()  # no study, no trial
 
 
+class Checked(Declared):
+    """`Declared`, also refusing any `wd` above 0.05 and a `lr` of exactly 0 (`check_sweep_value`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: list[tuple[str, Any]] = []
+
+    def check_sweep_value(self, name: str, value: Any) -> None:
+        self.checked.append((name, value))
+        if name == "wd" and value > 0.05:
+            raise ValueError(f"wd: expected at most 0.05, received {value}")
+        if name == "lr" and value == 0:
+            raise TypeError("lr: expected a positive number, received 0")
+
+
+def test_a_discrete_value_the_objective_refuses_is_refused_before_any_trial(tmp_path: Path) -> None:
+    objective = Checked()
+    with pytest.raises(InvalidSweepError, match=r"^parameters.wd: the objective cannot run with 0.1: wd: expected at "
+                                                r"most 0.05, received 0.1$"):
+        run_sweep(grid(lr=[0.001, 0.01], wd=[0.0, 0.1]), objective, root=tmp_path, track=False)
+    assert objective.calls == 0 and not (tmp_path / "g.db").exists()  # no study, no trial
+    int_range = {**grid(), "method": "random", "run_cap": 2, "parameters": {
+        "lr": {"distribution": "int_uniform", "min": 0, "max": 3}, "wd": {"value": 0.0}}}
+    with pytest.raises(InvalidSweepError, match=r"parameters.lr: the objective cannot run with 0: lr: expected a"):
+        run_sweep(int_range, objective, root=tmp_path, track=False)  # a TypeError too; int_uniform is discrete
+
+
+def test_continuous_ranges_are_not_checked_up_front_and_large_ranges_by_their_ends(tmp_path: Path) -> None:
+    objective = Checked()
+    config = {**grid(), "method": "random", "run_cap": 3, "parameters": {
+        "lr": {"value": 0.01}, "wd": {"distribution": "uniform", "min": 0.0, "max": 1.0}}}
+    check_declared(SweepConfig.from_dict(config), objective)  # no value of wd is known before a trial samples it
+    assert objective.checked == [("lr", 0.01)]
+    big = {**config, "parameters": {"lr": {"distribution": "int_uniform", "min": 1, "max": 5000}, "wd": {"value": 0}}}
+    objective.checked.clear()
+    check_declared(SweepConfig.from_dict(big), objective)
+    assert objective.checked == [("lr", 1), ("lr", 5000), ("wd", 0)]  # more than 1,000 values: the ends
+
+
 def test_an_objective_that_declares_nothing_runs_any_sweep(tmp_path: Path) -> None:
     check_declared(SweepConfig.from_dict(grid(metric="anything")), quadratic)
     result = run_sweep(grid(metric="anything"), quadratic, root=tmp_path, track=False, plot=False)

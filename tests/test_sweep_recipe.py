@@ -82,6 +82,34 @@ def test_a_sweep_over_models_accepts_each_models_options_and_nothing_else() -> N
         run_sweep(conv_only, SweepRecipe.for_config(conv_only), plot=False)
 
 
+def test_a_width_the_conv_model_cannot_take_is_refused_before_any_trial(tmp_path: Path) -> None:
+    # `width: 4` used to start every trial and fail each one inside the model (GroupNorm needs a multiple of 8).
+    config = SweepConfig.from_dict(seed_004_sweep(width={"values": [4, 8]}))
+    with pytest.raises(InvalidSweepError, match=r"^parameters.width: the objective cannot run with 4: width: "
+                                                r"expected a multiple of 8 \(GroupNorm groups\), received 4$"):
+        run_sweep(config, SweepRecipe.for_config(config, base=TINY), root=tmp_path, plot=False)
+    assert not (tmp_path / "seed004.db").exists()  # no study, no trial
+    recipe = SweepRecipe.for_config(config, base=TINY)
+    recipe.check_sweep_value("width", 16)
+    with pytest.raises(ValueError, match=r"TrainConfig.batch_size: expected an int >= 1, received 0"):
+        recipe.check_sweep_value("batch_size", 0)
+
+
+def test_a_sweep_over_both_models_gives_each_trial_the_options_of_its_own_model() -> None:
+    both = SweepConfig.from_dict(seed_004_sweep(model={"values": ["video_generation", "transformer"]},
+                                                width={"value": 16}, n_layer={"value": 2}))
+    recipe = SweepRecipe.for_config(both)
+    params = {"model": "transformer", "width": 16, "n_layer": 2}
+    assert recipe.train_config(params).model_options == {"n_layer": 2}  # not the conv model's width, num_res_blocks
+    assert recipe.train_config({**params, "model": "video_generation"}).model_options == {"width": 16,
+                                                                                           "num_res_blocks": 1}
+    check_declared(both, recipe)  # width by the conv model, n_layer by the transformer
+    with pytest.raises(InvalidSweepError, match=r"parameters.n_layer: the objective cannot run with 0: n_layer: "
+                                                r"expected an int >= 1, received 0"):
+        check_declared(SweepConfig.from_dict(seed_004_sweep(model={"values": ["video_generation", "transformer"]},
+                                                            n_layer={"values": [2, 0]})), recipe)
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_example_sweep_file_is_one_the_recipe_runs(path: Path) -> None:

@@ -96,6 +96,12 @@ class ParameterSpec:
     a: float = 1.0
     b: float = 1.0
 
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the parameter takes finitely many values (`value`, `values`, `int_uniform`, `q_uniform`): the
+        ones a grid can walk (`grid_values`)."""
+        return self.distribution in _GRID_OK
+
     def grid_values(self) -> list[Any]:
         """The finite values a grid search walks (`int_uniform` and `q_uniform` include `max`)."""
         if self.distribution == "constant":
@@ -225,7 +231,7 @@ class SweepConfig:
     @property
     def space_size(self) -> int | None:
         """How many distinct points the search space has when every parameter is discrete, else None."""
-        if any(p.distribution not in _GRID_OK for p in self.parameters.values()):
+        if not all(p.is_discrete for p in self.parameters.values()):
             return None
         return self.grid_size
 
@@ -384,7 +390,7 @@ def _check_values(path: str, values: Any, probabilities: Any) -> dict[str, Any]:
 
 def _check_grid(specs: Mapping[str, ParameterSpec]) -> None:
     for name, spec in specs.items():
-        if spec.distribution not in _GRID_OK:
+        if not spec.is_discrete:
             raise argument_error(f"parameters.{name}", "a finite discrete parameter for grid search ('value', "
                          "'values', int_uniform or q_uniform)", f"distribution {spec.distribution}")
         if spec.probabilities is not None:

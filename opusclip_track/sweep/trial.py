@@ -105,8 +105,10 @@ class Objective(Protocol):
     """`objective(params, trial) -> float`: train/evaluate with `params`, return the sweep metric.
 
     An objective may declare what it runs with, as attributes (each optional): `sweep_parameters`, the
-    parameter names it accepts, and `sweep_metrics`, the metric names it can return. The engines then refuse
-    a sweep that names anything else before its first trial (`check_declared`).
+    parameter names it accepts; `sweep_metrics`, the metric names it can return; `check_sweep_value(name,
+    value)`, which raises `ValueError` or `TypeError` for a value of one parameter it cannot run with. The
+    engines then refuse a sweep that names anything else, or a value of a discrete parameter that the check
+    refuses, before its first trial (`check_declared`).
     """
 
     def __call__(self, params: dict[str, Any], trial: TrialContext) -> float: ...
@@ -147,10 +149,15 @@ def check_objective(objective: Objective | str, workers: int) -> Objective | str
 
 def check_declared(config: SweepConfig, objective: Any) -> None:
     """Refuse a sweep its objective cannot run, before any trial: a parameter name the objective does not
-    accept, or a metric it never reports (see `Objective`; an objective that declares nothing passes).
+    accept, a metric it never reports, or a value its `check_sweep_value` refuses (see `Objective`; an objective
+    that declares nothing passes).
+
+    Values are checked where the space is discrete (`value`, `values`, `int_uniform`, `q_uniform`; a range of
+    more than 1,000 values by its two ends). Continuous ranges are not checked up front: a value is only known
+    when a trial samples it, and that trial then fails alone with the objective's own message.
 
     Raises:
-        InvalidSweepError: naming the offending names, the valid ones and the closest match.
+        InvalidSweepError: naming the offending names or values, the valid ones and the closest match.
     """
     accepted = getattr(objective, "sweep_parameters", None)
     if accepted is not None:
@@ -165,6 +172,21 @@ def check_declared(config: SweepConfig, objective: Any) -> None:
         raise InvalidSweepError(
             f"metric.name: expected a metric the objective reports ({', '.join(sorted(reported))}), received "
             f"{received}{_did_you_mean([config.metric_name], reported) if config.metric else ''}")
+    check_value = getattr(objective, "check_sweep_value", None)
+    if check_value is not None:
+        _check_values(config, check_value)
+
+
+def _check_values(config: SweepConfig, check_value: Any) -> None:
+    for name, spec in config.parameters.items():
+        if not spec.is_discrete:
+            continue
+        values = spec.grid_values()
+        for value in values if len(values) <= 1000 else [values[0], values[-1]]:
+            try:
+                check_value(name, value)
+            except (ValueError, TypeError) as exc:
+                raise InvalidSweepError(f"parameters.{name}: the objective cannot run with {value!r}: {exc}") from exc
 
 
 def _did_you_mean(names: list[str], valid: Collection[str]) -> str:
