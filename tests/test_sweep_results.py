@@ -12,7 +12,7 @@ import optuna
 import pytest
 from _sweep_objectives import quadratic
 
-from opusclip_track.sweep import TrialContext, run_sweep
+from opusclip_track.sweep import TrialContext, run_sweep, write_report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -34,6 +34,17 @@ def test_a_sweep_writes_parallel_coordinates_and_importances_and_prints_them(tmp
     assert line.startswith("parameter importances (fANOVA, 6 completed trials): lr ")
     again = run_sweep(config, quadratic, root=tmp_path / "again", track=False)
     assert again.importances == importances  # seeded: the same trials give the same importances
+
+
+def test_write_report_is_public_and_writes_the_page_of_a_sweep_run_without_one(tmp_path: Path) -> None:
+    config = {"name": "rep", "method": "grid", "metric": {"name": "loss"},
+              "parameters": {"lr": {"values": [0.001, 0.01]}}}
+    result = run_sweep(config, quadratic, root=tmp_path, plot=False, report=False,
+                       tracking={"use_wandb": False, "use_tensorboard": False, "system_monitor_interval_s": 0})
+    assert result.report is None and not (tmp_path / "rep" / "report.html").exists()
+    page = write_report(result, tmp_path / "rep")
+    assert page == tmp_path / "rep" / "report.html" and (tmp_path / "rep" / "stats.json").is_file()
+    assert "rep-trial000" in page.read_text() and "rep-trial001" in page.read_text()
 
 
 @pytest.mark.parametrize(("values", "why"), [

@@ -7,7 +7,9 @@ one YAML file drives both engines:
   `bayes` -> `TPESampler(seed)`, hyperband -> `HyperbandPruner`. The study lives in an SQLite file
   (`runs/sweeps/<name>.db`) or any SQLAlchemy URL (`postgresql://...`), so an interrupted sweep resumes,
   `workers=N` processes share it on one machine, and machines share it through a database server.
-- `run_wandb_sweep` (online): `wandb.sweep` + `wandb.agent` with the config passed through unchanged.
+- `run_wandb_sweep` (online): `wandb.sweep` + `wandb.agent` with the config passed through unchanged. It
+  writes no HTML report: the sweep's state (every agent's trials, the runs the server stopped early) is on the
+  W&B server, whose sweep page shows it; this agent's trial runs alone would pass for the whole sweep.
 
 Every trial is a tracked run (`AdvancedExperimentTracker`, grouped by sweep name) whose hyperparameters and
 final metric land in TensorBoard's HParams dashboard and W&B.
@@ -36,10 +38,11 @@ from ._study import sweep_storage_url
 from .config import HyperbandSpec, InvalidSweepError, MetricSpec, ParameterSpec, SweepConfig
 from .distributions import decode_params, sample_params
 from .local import run_sweep
-from .results import SweepResult, TrialRecord, summarize
+from .results import SweepResult, TrialRecord, summarize, write_report
 from .trial import Objective, TrialContext, check_declared, run_trial
 from .wandb_agent import WandbUnavailableError, run_wandb_sweep
 
 __all__ = ["HyperbandSpec", "InvalidSweepError", "MetricSpec", "Objective", "ParameterSpec", "SweepConfig",
            "SweepResult", "TrialContext", "TrialRecord", "WandbUnavailableError", "check_declared", "decode_params",
-           "run_sweep", "run_trial", "run_wandb_sweep", "sample_params", "summarize", "sweep_storage_url"]
+           "run_sweep", "run_trial", "run_wandb_sweep", "sample_params", "summarize", "sweep_storage_url",
+           "write_report"]
