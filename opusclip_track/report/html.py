@@ -25,6 +25,7 @@ from opusclip_track.report.clips import Clip
 from opusclip_track.report.data import PerFrameTable, RunData
 from opusclip_track.report.stats import Comparison, GroupSummary
 from opusclip_track.report.svg import Series, format_number, line_chart
+from opusclip_track.store import config_diff
 
 __all__ = ["render_page"]
 
@@ -243,11 +244,8 @@ def _config_diff(report: Report) -> str:
     runs = [r for r in report.runs if r.unreadable is None]
     if len(runs) < 2:
         return ""
-    keys = sorted({k for r in runs for k in r.settings})
-    values = {k: [json.dumps(r.settings[k], sort_keys=True, default=str) for r in runs if k in r.settings]
-              for k in keys}
-    differ = [k for k in keys if len(set(values[k])) > 1]  # two runs set it to different values
-    partial = [k for k in keys if len(set(values[k])) == 1 and len(values[k]) < len(runs)]  # the same where set
+    diff = config_diff({str(i): r.settings for i, r in enumerate(runs)})  # by position: names may repeat
+    differ, partial = list(diff.differ), list(diff.partial)
     if not differ and not partial:
         return '<section id="config"><h2>Config diff</h2><p class="note">All runs share one config.</p></section>'
     head = ["key", *(_short(report, r.name) for r in runs)]
