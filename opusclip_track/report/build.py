@@ -184,7 +184,7 @@ def build_report(patterns: Sequence[str], out: str | Path = "report.html", *, ke
         out: the HTML file.
         keys: scalar keys (or globs) for curves and statistics; default: train/loss, val/loss and video/*.
         group_by: `group`, a config key (`train.model`) or `hparams.<name>`; default: the first of group,
-            model, train.model, hparams.model that splits the runs.
+            train.model, model that splits the runs.
         json_path: also write every number here.
         log_dir: where run names are looked up.
         clip_step: the step whose clips the gallery shows; default: the last step all runs have a clip for.
