@@ -23,7 +23,6 @@ On a shared machine absolute numbers move with the load; the ratios are what to 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import tempfile
 import time
@@ -164,38 +163,15 @@ def bench_lpips(gen: torch.Tensor, ref: torch.Tensor, rounds: int, device: torch
             for name, fn in fns.items()]
 
 
-def _calibrate_batchnorm(model: torch.nn.Module, *inputs: object) -> None:
-    """Running statistics of one forward pass, so a random network's activations stay finite through its depth."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average: after one batch, exactly its statistics
-    model.train()
-    with torch.no_grad():
-        model(*inputs)
-    model.eval()
-
-
 def write_random_networks(directory: str) -> None:
     """Random-init Inception-v3 (torch-fidelity's FID network) and I3D (the FVD detector) under the real file
-    names, so the weights resolver, torch-fidelity and torchmetrics all load them as they would the real ones."""
-    import torchvision
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    from opusclip_track.metrics._i3d import InceptionI3d
+    names (`metrics._stand_ins`), so the weights resolver, torch-fidelity and torchmetrics all load them as they
+    would the real ones."""
+    from opusclip_track.metrics._stand_ins import write_random_i3d, write_random_inception
 
     torch.manual_seed(0)
-    state = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).state_dict()
-    state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.02, torch.zeros(1008)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    inception = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
-    _calibrate_batchnorm(inception, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
-    torch.save(inception.state_dict(), f"{directory}/{REGISTRY['inception'].filename}")
-    i3d = InceptionI3d()
-    _calibrate_batchnorm(i3d, torch.rand(2, 3, 16, 64, 64) * 2 - 1)
-    torch.jit.script(i3d).save(f"{directory}/{REGISTRY['i3d'].filename}")
+    write_random_inception(directory, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    write_random_i3d(directory, torch.rand(2, 3, 16, 64, 64) * 2 - 1)
 
 
 def _relative_diff(ours: torch.Tensor, reference: torch.Tensor) -> float:

@@ -2,15 +2,13 @@
 
 The pretrained files cannot be downloaded here, so each test writes a random-init network of the real
 architecture under the real file name with the real key names (torchvision AlexNet; torch-fidelity's
-Inception-v3; a scripted I3D with the FVD detector's call signature), and the metrics load it through the
-weights resolver like the real file. BatchNorm statistics are calibrated on one batch so activations stay
-O(1) (a random network with unit running variances blows up or vanishes with depth). What these tests
-cannot check is the published numbers of the pretrained networks.
+Inception-v3 and a scripted I3D with the FVD detector's call signature, both from `metrics._stand_ins`, BatchNorm
+calibrated on one batch), and the metrics load it through the weights resolver like the real file. What these
+tests cannot check is the published numbers of the pretrained networks.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import torchvision
 from torch import Tensor, nn
 
 from opusclip_track.metrics import weights
-from opusclip_track.metrics._i3d import InceptionI3d
+from opusclip_track.metrics._stand_ins import write_random_i3d, write_random_inception
 from opusclip_track.metrics.fid import FID, InceptionScore, _inception_score, fid, inception_score
 from opusclip_track.metrics.fvd import FVD, fvd
 from opusclip_track.metrics.lpips import LPIPS, lpips, lpips_per_frame
@@ -41,18 +39,6 @@ def weights_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("weights")
 
 
-def _calibrate_batchnorm(model: nn.Module, *inputs: object) -> None:
-    """Set every BatchNorm's running statistics to those of one forward pass."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average: after one batch, exactly its statistics
-    model.train()
-    with torch.no_grad():
-        model(*inputs)
-    model.eval()
-
-
 @pytest.fixture(scope="module")
 def alexnet_dir(weights_root: Path) -> Path:
     torch.manual_seed(1)
@@ -62,28 +48,15 @@ def alexnet_dir(weights_root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def inception_dir(weights_root: Path) -> Path:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
     torch.manual_seed(2)
-    # torchvision's Inception-v3 without the aux head has torch-fidelity's module names; the real file has a
-    # 1008-class fc. torch-fidelity loads it strictly, so a key-name mismatch would fail right here.
-    state = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True).state_dict()
-    state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.02, torch.zeros(1008)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
-    _calibrate_batchnorm(model, _videos(1, 2, seed=9).flatten(0, 1).mul(255).round().to(torch.uint8))
-    torch.save(model.state_dict(), weights_root / "weights-inception-2015-12-05-6726825d.pth")
+    write_random_inception(weights_root, _videos(1, 2, seed=9).flatten(0, 1).mul(255).round().to(torch.uint8))
     return weights_root
 
 
 @pytest.fixture(scope="module")
 def i3d_dir(weights_root: Path) -> Path:
     torch.manual_seed(3)
-    model = InceptionI3d()
-    _calibrate_batchnorm(model, _videos(2, 16, size=64, seed=8).permute(0, 2, 1, 3, 4) * 2 - 1)
-    torch.jit.script(model).save(str(weights_root / "i3d_torchscript.pt"))
+    write_random_i3d(weights_root, _videos(2, 16, size=64, seed=8).permute(0, 2, 1, 3, 4) * 2 - 1)
     return weights_root
 
 
