@@ -48,6 +48,7 @@ import numpy as np
 
 from opusclip_track.backends.tensorboard import EventFile
 from opusclip_track.store import RunStore
+from opusclip_track.store.legacy import SCHEMA as LEGACY_SCHEMA
 
 KEYS = ("train/loss", "train/grad_norm", "train/lr", "val/loss", "video/psnr", "video/ssim", "video/lpips",
         "video/flicker", "video/temporal_diff", "perf/samples_per_s", "perf/step_time_s",
@@ -123,25 +124,12 @@ def write_ours(run_dir: Path, walls: np.ndarray, values: np.ndarray, batch_steps
     return spent, time.perf_counter() - start
 
 
-# The store before the columnar format, as it was written (one row per scalar, the index built at close).
-PREVIOUS_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL, wall_time REAL NOT NULL, value REAL);
-CREATE TABLE superseded_scalars (key_id INTEGER NOT NULL, step INTEGER NOT NULL, wall_time REAL NOT NULL,
-                                 value REAL);
-CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, step INTEGER,
-                     wall_time REAL NOT NULL, data TEXT, path TEXT);
-CREATE INDEX events_by_kind ON events (kind, name);
-"""
-
-
 def write_previous(run_dir: Path, walls: np.ndarray, values: np.ndarray, batch_steps: int) -> tuple[float, float]:
     run_dir.mkdir(parents=True)
     conn = sqlite3.connect(run_dir / "run.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(PREVIOUS_SCHEMA)
+    conn.executescript(LEGACY_SCHEMA)  # the store before the columnar format, one row per scalar
     conn.execute("INSERT INTO meta VALUES ('run_name', ?)", (run_dir.name,))
     key_ids: dict[str, int] = {}
 

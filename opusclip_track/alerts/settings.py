@@ -46,12 +46,7 @@ def alert_settings(value: Mapping[str, Any] | bool | None, name: str = "Tracking
         value = {}
     elif value is False:
         return dict.fromkeys(DEFAULT_RULES, False)
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name}: expected true, false or a dict of rule -> settings, received "
-                        f"{type(value).__name__} {value!r}")
-    unknown = sorted(str(rule) for rule in set(value) - set(DEFAULT_RULES))
-    if unknown:
-        raise ValueError(f"{name}: unknown rule(s) {unknown}; expected some of {sorted(DEFAULT_RULES)}")
+    value = _known_keys(name, value, DEFAULT_RULES, "rule -> settings", "rule")
     out: dict[str, Any] = {}
     for rule, defaults in DEFAULT_RULES.items():
         given = value.get(rule, True)
@@ -62,13 +57,19 @@ def alert_settings(value: Mapping[str, Any] | bool | None, name: str = "Tracking
     return out
 
 
-def _rule_settings(name: str, given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(given, Mapping):
-        raise TypeError(f"{name}: expected true, false or a dict of settings ({', '.join(defaults)}), received "
-                        f"{type(given).__name__} {given!r}")
-    unknown = sorted(str(k) for k in set(given) - set(defaults))
+def _known_keys(name: str, value: Any, known: Mapping[str, Any], expected: str, noun: str) -> Mapping[str, Any]:
+    """`value`, a mapping whose keys are all in `known`; else a TypeError or ValueError naming `name`."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name}: expected true, false or a dict of {expected}, received {type(value).__name__} "
+                        f"{value!r}")
+    unknown = sorted(str(k) for k in set(value) - set(known))
     if unknown:
-        raise ValueError(f"{name}: unknown setting(s) {unknown}; expected some of {sorted(defaults)}")
+        raise ValueError(f"{name}: unknown {noun}(s) {unknown}; expected some of {sorted(known)}")
+    return value
+
+
+def _rule_settings(name: str, given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    given = _known_keys(name, given, defaults, f"settings ({', '.join(defaults)})", "setting")
     settings = {key: _setting(f"{name}.{key}", given.get(key, default), default) for key, default in defaults.items()}
     if "window" in settings and settings["min_points"] > settings["window"]:
         raise argument_error(f"{name}.min_points", f"at most window ({settings['window']})", settings["min_points"])
