@@ -9,19 +9,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # test helpers (_wandb_reader, _readers, _postgres)
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (_wandb_reader, _readers, _postgres, _env)
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+from _env import isolate, single_thread  # noqa: E402, F401  (single_thread: a fixture for the modules that ask)
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run in tmp_path with no W&B credentials, so `wandb_mode="auto"` means offline."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
+    """Run in tmp_path with no W&B credentials (`wandb_mode="auto"` means offline) and no MLflow server set."""
+    isolate(monkeypatch, tmp_path)
     yield
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _env import isolate
 from _readers import read_back, tensorboard_accumulator
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
 from opusclip_track.alerts import DEFAULT_RULES, AlertRules
@@ -75,12 +76,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     keep = _Keep()
     logger = logging.getLogger("opusclip_track")
     with pytest.MonkeyPatch.context() as env:  # as conftest's per-test isolation, for the whole module
-        env.chdir(root)
-        env.delenv("WANDB_API_KEY", raising=False)
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        env.setenv("NETRC", str(root / "no-netrc"))
-        env.setenv("WANDB_CONFIG_DIR", str(root / ".wandb-config"))
-        env.setenv("WANDB_CACHE_DIR", str(root / ".wandb-cache"))
+        isolate(env, root)
         config = TrackingConfig(experiment_name="alerts", run_name="tripped", log_dir=str(root / "runs"),
                                 project_name="opusclip-alerts", wandb_mode="offline", backends=["mlflow"],
                                 system_monitor_interval_s=0)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from _env import isolate
 from _readers import Readback, read_back
 from opusclip_track import AdvancedExperimentTracker, TrackingConfig
 from opusclip_track.backends import REGISTRY, Backend, get_backend_class
@@ -79,12 +80,7 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     backend: str = request.param
     root = tmp_path_factory.mktemp(backend)
     with pytest.MonkeyPatch.context() as env:  # as conftest's per-test isolation, for the whole module
-        env.chdir(root)
-        env.delenv("WANDB_API_KEY", raising=False)
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        env.setenv("NETRC", str(root / "no-netrc"))
-        env.setenv("WANDB_CONFIG_DIR", str(root / ".wandb-config"))
-        env.setenv("WANDB_CACHE_DIR", str(root / ".wandb-cache"))
+        isolate(env, root)
         artifact = root / "unet-best.safetensors"
         artifact.write_bytes(b"\x01" * 256)
         finished, failed, plain = (_config(backend, root, name) for name in ("finished", "failed", "plain"))

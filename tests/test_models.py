@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,7 @@ TINY = {"image_size": 32, "context_frames": 2, "future_frames": 4}
 TINY_EXTRA = {"video_generation": {"width": 16}, "transformer": {"patch_size": 8, "n_layer": 2, "n_embd": 64}}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """These models are tiny: on a shared CPU runner, several intra-op threads per process oversubscribe the
-    cores and make the steps dozens of times slower, while one thread loses nothing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one intra-op thread (tests/_env.py)
 
 
 def tiny(name: str, **overrides: object) -> torch.nn.Module:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 from test_scripts import load_script
 
@@ -31,12 +29,7 @@ TINY = TrainConfig(model_options={}, image_size=16, context_frames=2, future_fra
                    metrics=("psnr", "ssim"), device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one intra-op thread (tests/_env.py)
 
 
 def _section(html: str, anchor: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,7 @@ TINY = {"model": "video_generation", "model_options": {"width": 16}, "image_size
         "warmup_steps": 2, "metrics": ("psnr", "ssim")}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids oversubscribing a shared CPU runner (see test_models)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one intra-op thread (tests/_env.py)
 
 
 def tracker_for(run_name: str, **overrides: object) -> AdvancedExperimentTracker:
