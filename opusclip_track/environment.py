@@ -34,6 +34,12 @@ def _git(cwd: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """HEAD of the repository holding `cwd` (default: the working directory), or None outside one."""
+    head = _git(Path.cwd() if cwd is None else Path(cwd), "rev-parse", "HEAD")
+    return head.strip() if head else None
+
+
 def git_state(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """`{"commit": sha, "branch": name, "dirty": bool}` of the repository holding `cwd`; Nones outside one.
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from opusclip_track.checkpoint import CheckpointManager
 from opusclip_track.config import REDACTED
-from opusclip_track.environment import capture_environment, git_state
+from opusclip_track.environment import capture_environment, git_commit, git_state
 
 SECRET = "s3cr3t-value-1234"
 
@@ -48,10 +49,23 @@ def test_untracked_file_makes_the_tree_dirty(repo: Path) -> None:
 
 def test_outside_a_repository_git_is_none(tmp_path: Path) -> None:
     assert git_state(tmp_path) == {"commit": None, "branch": None, "dirty": None}
+    assert git_commit(tmp_path) is None
     empty = tmp_path / "empty"
     empty.mkdir()
     _git(empty, "init", "-q")  # a repository without a commit yet
     assert git_state(empty)["commit"] is None
+    assert git_commit(empty) is None
+
+
+def test_a_checkpoint_records_the_commit_of_the_working_directory(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.chdir(repo)
+    assert git_commit() == _git(repo, "rev-parse", "HEAD")
+    with CheckpointManager(repo / "ckpt", async_save=False) as manager:
+        manager.save(torch.nn.Linear(2, 2), epoch=0, step=1)
+    manifest = json.loads((repo / "ckpt" / "manifest.json").read_text())
+    assert manifest["checkpoints"][0]["git_commit"] == _git(repo, "rev-parse", "HEAD")
 
 
 def test_secrets_never_appear(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

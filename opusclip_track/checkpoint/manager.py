@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import math
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 
 from opusclip_track._checks import check_int, is_number
 from opusclip_track.config import redact_secrets
+from opusclip_track.environment import git_commit
 
 from .background import BackgroundWriter, snapshot
 from .errors import CheckpointError, CheckpointNotFoundError
@@ -73,7 +73,7 @@ class CheckpointManager:
         self.read_only = read_only
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self._git_commit = _git_commit()
+        self._git_commit = git_commit()
         self._lock = threading.Lock()  # guards self._entries against the background writer
         self._entries: list[dict[str, Any]] = self._read_manifest()
         self._background = BackgroundWriter()
@@ -287,15 +287,6 @@ def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             raise ValueError(f"metrics[{key!r}]: expected a number or 1-element tensor, received {value!r}")
         clean[key] = float(value)
     return clean
-
-
-def _git_commit() -> str | None:
-    """HEAD of the working directory's git repository, or None outside one (or without git)."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 __all__ = ["CheckpointManager"]
