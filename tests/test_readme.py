@@ -4,12 +4,13 @@ Every ```python block runs in a fresh interpreter, in a temporary folder, with t
 (the example `models` live there), W&B offline without credentials, and no weights download; a block whose
 first line is a `# torchrun ...` command runs under that command. A block that mentions `OPUSCLIP_WEIGHTS_DIR`
 finds randomly initialised networks of the real architectures there, under the real file names (the
-fixtures of `test_metrics_learned.py`). The blocks run two at a time (most of their time is importing torch,
-torchmetrics or Lightning); each test waits for its own block and reports its output.
+fixtures of `test_metrics_learned.py`). The blocks run `WORKERS` at a time (most of their time is importing
+torch, torchmetrics or Lightning); each test waits for its own block and reports its output.
 
-Every `opusclip-track ...` command line (code blocks and inline code) goes through the real parser, as do the
-`scripts/sweep.py` lines; benchmark command lines name flags their script has; the repository paths and the
-`opusclip_track.*` / `models.*` names the README quotes exist.
+Every `opusclip-track ...` command line (code blocks and inline code) goes through the real parser, flags spelt
+out (no abbreviations), as do the `scripts/sweep.py` lines; every `--flag` the README names is one a command of
+ours takes (or another program's, listed); benchmark command lines name flags their script has; the repository
+paths, the `opusclip_track.*` / `models.*` names and the links to the README's own sections exist.
 """
 
 from __future__ import annotations
@@ -259,3 +260,34 @@ def test_every_link_inside_the_readme_points_to_a_heading() -> None:
     links = re.findall(r"\]\(#([^)]+)\)", text)
     assert links, "the README links to its own sections"
     assert not sorted(set(links) - anchors), f"links to no heading: {sorted(set(links) - anchors)}"
+
+
+# Flags of other programs the README shows (TensorBoard, torchrun, accelerate, MLflow) and the secret-looking
+# arguments it says are redacted from a recorded command line: not ours to check.
+OTHER_PROGRAMS_FLAGS = {"--logdir", "--load_fast", "--standalone", "--nproc_per_node", "--multi_gpu", "--num_processes",
+                        "--cpu", "--backend-store-uri", "--api-key", "--password", "--token", "--wandb_token"}
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    found = {option for action in parser._actions for option in action.option_strings}
+    for child in _subcommands(parser).values():
+        found |= _option_strings(child)
+    return found
+
+
+def _script_flags(name: str) -> set[str]:
+    """The flags `scripts/<name>` takes, read from its own `--help`."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        load_script(name).parse_args(["--help"])
+    return set(re.findall(r"(?<![\w-])--[a-z][\w-]*", out.getvalue()))
+
+
+def test_every_flag_the_readme_names_is_one_a_command_takes() -> None:
+    ours = _option_strings(build_parser())
+    ours |= {flag for name in ("quick_start.py", "compare_models.py", "sweep.py") for flag in _script_flags(name)}
+    ours |= {flag for path in (REPO / "benchmarks").glob("bench_*.py")
+             for flag in re.findall(r"\"(--[a-z][\w-]*)\"", path.read_text())}
+    named = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", README.read_text()))
+    unknown = sorted(named - ours - OTHER_PROGRAMS_FLAGS)
+    assert not unknown, f"flags in the README that no command takes: {unknown}"
