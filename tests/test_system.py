@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -82,24 +86,33 @@ def test_process_cpu_follows_work_done_between_samples() -> None:
     _assert_plausible(sample)
 
 
-def test_without_visible_gpu_the_gpu_keys_are_absent_and_logged_once(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    # An empty CUDA_VISIBLE_DEVICES hides every GPU from NVML-based and CUDA-based readers alike, so this
-    # holds on a GPU machine too; on this machine NVML itself is missing.
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    caplog.set_level(logging.INFO, logger="opusclip_track.system")
-    collector = _Collector()
-    monitor = SystemMonitor(collector, interval_s=0.1).start()
-    time.sleep(0.5)
-    monitor.sample()
-    monitor.sample()
-    monitor.stop()
-    samples = [*collector.samples, monitor.sample()]
-    assert len(samples) >= 3
+_HIDDEN_GPU_SCRIPT = """
+import json, logging, sys, threading, time
+from opusclip_track.system import SystemMonitor
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+samples, lock = [], threading.Lock()
+def emit(sample):
+    with lock:
+        samples.append(sample)
+monitor = SystemMonitor(emit, interval_s=0.1).start()
+time.sleep(0.5)
+monitor.sample(); monitor.sample(); monitor.stop()
+print(json.dumps([*samples, monitor.sample()]))
+"""
+
+
+def test_without_visible_gpu_the_gpu_keys_are_absent_and_logged_once() -> None:
+    # A process started with an empty CUDA_VISIBLE_DEVICES sees no GPU through NVML or torch, so this holds
+    # on a GPU machine too (in a fresh process: CUDA reads the variable once, when a process initialises it,
+    # and another test may already have done that in this one); on this machine NVML itself is missing.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", _HIDDEN_GPU_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    samples = json.loads(done.stdout)
+    assert len(samples) >= 3 and HOST_KEYS <= set(samples[-1])
     assert not any("gpu" in key for sample in samples for key in sample)
-    gpu_lines = [r for r in caplog.records if "GPU metrics off" in r.getMessage()]
-    assert len(gpu_lines) == 1
-    assert gpu_lines[0].levelno == logging.INFO
+    gpu_lines = [line for line in done.stderr.splitlines() if "GPU metrics off" in line]
+    assert len(gpu_lines) == 1 and gpu_lines[0].startswith("INFO ")
 
 
 @pytest.mark.skipif(not _nvml_sees_a_gpu(), reason="needs an NVIDIA GPU and driver (NVML)")
