@@ -12,7 +12,7 @@ from opusclip_track.metrics.frechet import FrechetDistance, frechet_distance, fr
 
 def _scipy_frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
     """The pytorch-fid / StyleGAN-V formula: scipy sqrtm of the product."""
-    covmean, _ = scipy.linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)  # `disp=False` is gone from newer scipy
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real))
 
 
