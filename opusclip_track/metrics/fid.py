@@ -137,7 +137,8 @@ class FID(VideoFrechetDistance):
         feature: Inception layer, 2048 (standard) or 64/192/768.
         value_range: `(low, high)` of float inputs.
         weights_dir: a directory searched first for the Inception weights.
-        device: where the network runs (CUDA when available by default); states stay where the metric is.
+        device: where the network runs and the states start (CUDA when available by default); `.to()`
+            moves the states afterwards, as for any torchmetrics metric.
         frame_batch: frames per network call.
         reset_real_features: whether `reset()` clears the reference statistics too.
         **kwargs: passed to `torchmetrics.Metric`.
@@ -156,6 +157,7 @@ class FID(VideoFrechetDistance):
         self.frame_batch = frame_batch
         # A plain attribute, not a submodule: the cached network is shared and `.to()` must not move it.
         self._model = [load_inception(weights_dir, device)]
+        self.to(resolve_device(device))  # the states start beside the network: no host copy per update
 
     def _embed(self, videos: Tensor, *, name: str) -> Tensor:
         return _inception_features(self._model[0], videos, frame_batch=self.frame_batch)[self.layer]
@@ -225,7 +227,7 @@ class InceptionScore(Metric):
         splits: number of parts (10 is the usual protocol).
         value_range: `(low, high)` of float inputs.
         weights_dir: a directory searched first for the Inception weights.
-        device: where the network runs (CUDA when available by default).
+        device: where the network runs and the states start (CUDA when available by default).
         frame_batch: frames per network call.
         **kwargs: passed to `torchmetrics.Metric`.
     """
@@ -247,6 +249,7 @@ class InceptionScore(Metric):
         self.frame_batch = frame_batch
         self._model = [load_inception(weights_dir, device)]
         self.add_state("logits", default=[], dist_reduce_fx="cat")
+        self.to(resolve_device(device))  # the states start beside the network
 
     def protocol(self) -> dict[str, object]:
         """How the number is computed, for the run config (see `VideoMetrics.protocol`)."""

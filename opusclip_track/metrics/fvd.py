@@ -160,7 +160,8 @@ class FVD(VideoFrechetDistance):
         clips: `"first"` or `"split"` (see `fvd`).
         value_range: `(low, high)` of float inputs.
         weights_dir: a directory searched first for `i3d_torchscript.pt`.
-        device: where the network runs (CUDA when available by default); states stay where the metric is.
+        device: where the network runs and the states start (CUDA when available by default); `.to()`
+            moves the states afterwards, as for any torchmetrics metric.
         resolution: frame size fed to I3D (224 is the standard).
         clip_batch: clips per network call.
         reset_real_features: whether `reset()` clears the reference statistics too.
@@ -179,6 +180,7 @@ class FVD(VideoFrechetDistance):
         self.clip_batch = clip_batch
         # A plain attribute, not a submodule: the cached detector is shared and `.to()` must not move it.
         self._model = [load_i3d(weights_dir, device)]
+        self.to(resolve_device(device))  # the states start beside the network: no host copy per update
 
     def protocol(self) -> dict[str, object]:
         """How the number is computed, for the run config (see `VideoMetrics.protocol`)."""
