@@ -105,17 +105,29 @@ def redact_text(text: str) -> str:
 
 
 def _redact_url(url: str) -> str:
-    """`url` with the password of its user part replaced (the user name is kept)."""
+    """`url` with the password of its user part replaced (the user name is kept), and a user name that is
+    itself a token (`https://ghp_...@github.com`, git's way of passing a token) replaced."""
     scheme, _, rest = url.partition("://")
     try:
         netloc = urlsplit(url).netloc
     except ValueError:  # e.g. an unclosed IPv6 bracket: take the host part as urllib would have
         netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
     userinfo, at, host = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    if not at:
         return url
+    if ":" not in userinfo:
+        if not _TOKEN_USER.fullmatch(userinfo):
+            return url
+        return f"{scheme}://{REDACTED}@{host}{rest[len(netloc):]}"
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:{REDACTED}@{host}{rest[len(netloc):]}"
+
+
+# A user name that is a token: a known token prefix (GitHub, GitLab, Hugging Face, OpenAI-style, Slack), or 20+
+# characters of letters, digits, `_` and `-` with a digit among them (user names such as `git`, `oauth2` or
+# `deploy-user` stay).
+_TOKEN_USER = re.compile(r"(?:gh[pousr]_|github_pat_|glpat-|hf_|sk-|xox[abpr]-)[\w-]+"
+                         r"|(?=[\w-]*\d)[\w-]{20,}")
 
 
 def _redact_pair(match: re.Match[str]) -> str:

@@ -164,6 +164,9 @@ def test_a_researchers_keys_stay_visible(key: str) -> None:
     ("python train.py --api-key AK3 --password=PW2 --token TK3 --lr 0.1", "AK3", "--lr 0.1"),
     ("python train.py --api-key AK3 --password=PW2 --token TK3 --lr 0.1", "PW2", "--password="),
     ("python train.py --api-key AK3 --password=PW2 --token TK3 --lr 0.1", "TK3", "--token"),
+    ("git remote https://ghp_Ab12cd34ef56@github.com/org/repo.git", "ghp_Ab12cd34ef56", "@github.com/org/repo.git"),
+    ("pull https://hf_abcdefgh@huggingface.co/m", "hf_abcdefgh", "@huggingface.co/m"),
+    ("clone https://a1b2c3d4e5f6a7b8c9d0e1f2@git.example.org/x", "a1b2c3d4e5f6a7b8c9d0e1f2", "@git.example.org/x"),
 ])
 def test_free_text_loses_its_secrets_and_keeps_the_rest(text: str, secret: str, kept: str) -> None:
     clean = redact_text(text)
@@ -173,6 +176,7 @@ def test_free_text_loses_its_secrets_and_keeps_the_rest(text: str, secret: str, 
 
 @pytest.mark.parametrize("text", [
     "postgresql://user@host:5432/db",  # a user name alone is not a secret
+    "ssh://git@github.com/org/repo.git, https://deploy-user@gitlab.com/x, https://oauth2@host/y",
     "see https://medium.com/@user/post, mail a@b.com",
     "  (key): Linear(in_features=64, out_features=64, bias=True)",  # an attention module's repr
     "step 12:30, ratio 3:4, lr=0.1, Basic usage: run it",
