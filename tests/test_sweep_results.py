@@ -110,3 +110,24 @@ def test_trials_rank_best_first_by_the_goal_then_pruned_then_running_then_failed
     assert [t.number for t in result.ranked()] == [3, 5, 1, 2, 6, 4, 0]
     maximize = SweepResult("s", "psnr", "maximize", None, None, None, trials, "")
     assert [t.number for t in maximize.ranked()] == [1, 3, 5, 6, 2, 4, 0]
+
+
+def test_a_trial_that_ended_before_asking_for_its_parameters_shows_the_point_it_was_given() -> None:
+    # A worker SIGKILLed right after its trial started leaves a FAIL trial without Optuna params; its record must
+    # still say which grid point (or queued point) it was running, not {}.
+    from opusclip_track.sweep import SweepConfig
+    from opusclip_track.sweep.distributions import grid_search_space
+    from opusclip_track.sweep.results import record
+
+    config = SweepConfig.from_dict({"name": "k", "method": "grid", "metric": {"name": "loss"},
+                                    "parameters": {"lr": {"values": [0.001, 0.01]}, "wd": {"values": [0.0, 0.5]}}})
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid_search_space(config), seed=0))
+    for _ in range(3):  # 3 of the 4 points: the 4th would end the grid, which only optimize() may do
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    points = [record(config, t).params for t in study.get_trials()]
+    every = [{"lr": lr, "wd": wd} for lr in (0.001, 0.01) for wd in (0.0, 0.5)]
+    assert len(points) == 3 and all(p in every for p in points) and len({repr(p) for p in points}) == 3
+    queue = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # a resumed grid queues its points
+    queue.enqueue_trial({"lr": 0.01, "wd": 0.5})
+    queue.tell(queue.ask(), state=optuna.trial.TrialState.FAIL)
+    assert record(config, queue.get_trials()[0]).params == {"lr": 0.01, "wd": 0.5}

@@ -10,6 +10,7 @@ page (`report.html`, with `stats.json`).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import warnings
@@ -170,8 +171,24 @@ def record(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> TrialRecord:
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
     return TrialRecord(number=trial.number, state=cast(TrialStateName, trial.state.name),
-                       params=decode_params(config, trial.params), value=value, steps=len(trial.intermediate_values),
-                       run_name=trial.user_attrs.get("run_name"), error=trial.user_attrs.get("error"))
+                       params=decode_params(config, planned_params(trial)), value=value,
+                       steps=len(trial.intermediate_values), run_name=trial.user_attrs.get("run_name"),
+                       error=trial.user_attrs.get("error"))
+
+
+def planned_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """Optuna's raw parameters of `trial`; for a trial that ended before its objective asked for them (a worker
+    killed just after the trial started), the point it was given: the queued `fixed_params` or its grid point."""
+    if trial.params:
+        return dict(trial.params)
+    fixed = trial.system_attrs.get("fixed_params")
+    if fixed:
+        return dict(fixed)
+    space, grid_id = trial.system_attrs.get("search_space"), trial.system_attrs.get("grid_id")
+    if isinstance(space, dict) and isinstance(grid_id, int):  # GridSampler: sorted names, cartesian product
+        names = sorted(space)
+        return dict(zip(names, list(itertools.product(*(space[n] for n in names)))[grid_id], strict=True))
+    return {}
 
 
 def summarize(study: optuna.Study, config: SweepConfig, folder: str | os.PathLike[str] | None = None,
