@@ -61,8 +61,10 @@ def test_quick_start_uses_the_recipe_fields_of_its_tracking_section(tmp_path: Pa
 
 def documented_commands(script: str) -> list[list[str]]:
     """The arguments of every `scripts/<script>` command in its own docstring and in the README's code."""
-    text = load_script(script).__doc__ + "\n".join(re.findall(r"```(?:bash)?\n(.*?)```", (REPO / "README.md")
-                                                               .read_text(), flags=re.S))
+    # Fenced blocks only, each from its opening fence (```, ```bash) to its closing one: a bare search for
+    # "```\n" would also start at a Python block's closing fence and read the prose after it as code.
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", (REPO / "README.md").read_text(), flags=re.S | re.M)
+    text = load_script(script).__doc__ + "\n".join(code for lang, code in blocks if lang in ("", "bash"))
     commands = []
     for line in (line for line in text.splitlines() if f"scripts/{script}" in line):
         words = shlex.split(line, comments=True)
