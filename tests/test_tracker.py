@@ -395,6 +395,38 @@ def test_cuda_tensors_never_synchronise_on_the_hot_path(runs_dir: Path) -> None:
     assert len(history) == 100 and history[0][2] == pytest.approx(values[3].item())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+def test_every_logging_call_takes_cuda_tensors_without_a_sync_and_stores_their_values(runs_dir: Path) -> None:
+    # What a training loop on a GPU passes: losses, gradient norms, histograms, clips and frames, all on the device.
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    clip = torch.rand(8, 3, 32, 32, device="cuda", generator=gen)
+    loss, grad_norm, lr = (torch.tensor(v, device="cuda") for v in (0.25, 1.5, 3e-4))
+    weights = torch.randn(10_000, device="cuda", generator=gen)
+    torch.cuda.synchronize()
+    with make(runs_dir) as tracker:
+        torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation in these calls raises
+        try:
+            tracker.log_training_step(loss, grad_norm=grad_norm, learning_rate=lr, step=1)
+            tracker.log_metrics({"val/loss": loss * 2}, step=1)
+            tracker.log_video_metrics(psnr=loss * 100, step=1)
+            tracker.log_histogram("param/w", weights, step=1)
+            tracker.log_video(clip, "samples/clip", step=1, reference=clip.flip(0))
+            tracker.log_image(clip[0], "samples/frame", step=1)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        scores = tracker.evaluate_videos(clip[None], clip.flip(0)[None], step=2)  # the computation asked for
+    store = RunStore(tracker.run_dir)
+    assert store.history("train/loss")[0][2] == pytest.approx(0.25)
+    assert store.history("train/grad_norm")[0][2] == pytest.approx(1.5)
+    assert store.history("val/loss")[0][2] == pytest.approx(0.5)
+    assert store.history("video/psnr")[0][2] == pytest.approx(25.0)
+    assert store.history("video/psnr")[1][2] == pytest.approx(scores["video/psnr"])
+    assert store.events("histogram", "param/w")[0]["data"]["num"] == 10_000
+    (video,) = store.events("video", "samples/clip")
+    assert Path(video["path"]).is_file() and store.events("image", "samples/frame")
+    assert tracker.health["ok"], tracker.health
+
+
 def test_context_manager_and_properties(runs_dir: Path) -> None:
     with make(runs_dir, run_name="my-run") as tracker:
         assert tracker.run_name == "my-run" and tracker.run_dir == runs_dir / "my-run"
