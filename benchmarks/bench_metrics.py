@@ -176,7 +176,7 @@ def write_random_networks(directory: str) -> None:
 
 def _relative_diff(ours: torch.Tensor, reference: torch.Tensor) -> float:
     scale = reference.abs().max().clamp_min(1e-12)
-    return float(((ours.double().cpu() - reference.double().cpu()).abs().max() / scale.cpu()))
+    return float((ours.double().cpu() - reference.double().cpu()).abs().max() / scale.cpu())
 
 
 def bench_frechet(rounds: int, device: torch.device, frames: int, clips: int) -> list[Row]:
