@@ -3,6 +3,7 @@ and weight statistics every `log_freq` passes, read back from TensorBoard's even
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -256,7 +257,12 @@ def _ddp_worker(rank: int, rendezvous: str, out: str) -> None:
         results[str(bucket_view)] = [scalars["grad/weight/norm"].item(), model.weight.grad.norm().item()]
     if rank == 0:
         Path(out).write_text(json.dumps(results))
+    dist.barrier()
     dist.destroy_process_group()
+    # torch 2.14.1's gloo over a file:// rendezvous aborts a rank during interpreter teardown now and then
+    # ("terminate called without an active exception"), with or without a watcher: plain DDP, no opusclip_track
+    # import, 3 of 8 runs without the barrier above and 1 of 16 with it. The results are written; skip teardown.
+    os._exit(0)
 
 
 def test_with_two_ddp_ranks_the_gradients_are_taken_after_averaging(tmp_path: Path) -> None:
