@@ -15,10 +15,11 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._foreign_names import foreign_name_error
 from ._lifecycle import describe
 from ._tracker_core import TrackerCore
 from .checkpoint import CheckpointBarrier, CheckpointInfo, CheckpointManager, LoadedCheckpoint
@@ -58,6 +59,13 @@ class AdvancedExperimentTracker(TrackerCore):
         ...         loss = train_step(batch)
         ...         tracker.log_metrics({"train/loss": loss}, step=step)      # a CUDA tensor is fine
     """
+
+    if not TYPE_CHECKING:  # type checkers keep reporting unknown attributes themselves
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for names normal lookup did not find: W&B's `log`, MLflow's `log_params`, TensorBoard's
+            # `add_scalar`, ... get an error naming the call to use here.
+            raise foreign_name_error(type(self).__name__, name)
 
     def __init__(self, config: TrackingConfig | None = None, **kwargs: Any) -> None:
         self._monitor: SystemMonitor | None = None

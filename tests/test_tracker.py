@@ -18,6 +18,7 @@ import torch
 
 from _readers import scalars, tensorboard_accumulator
 from opusclip_track import AdvancedExperimentTracker, RunStore, TrackingConfig
+from opusclip_track._foreign_names import FOREIGN_NAMES
 from opusclip_track.backends import REGISTRY, Backend
 from opusclip_track.backends.wandb import STEP_KEY
 
@@ -538,3 +539,17 @@ def test_the_package_exports_the_run_status_and_the_lock_error_without_importing
             "assert 'torch' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN_NAMES))
+def test_another_tools_method_name_says_which_call_to_use_here(runs_dir: Path, name: str) -> None:
+    # tracker.log(...) (W&B), tracker.log_params(...) (MLflow), tracker.add_scalar(...) (TensorBoard): not aliases
+    # with half the semantics, but an error naming the method to call, which exists.
+    suggested = FOREIGN_NAMES[name].split("(")[0]
+    with make(runs_dir) as tracker:
+        assert callable(getattr(tracker, suggested))
+        with pytest.raises(AttributeError, match=rf"has no '{name}': use tracker\.{suggested}\("):
+            getattr(tracker, name)
+        assert not hasattr(tracker, name)
+        with pytest.raises(AttributeError, match="object has no attribute 'lg_metrics'"):
+            tracker.lg_metrics  # noqa: B018  (a plain typo keeps Python's own message)
