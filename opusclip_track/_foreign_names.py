@@ -7,6 +7,8 @@ objects and MLflow's `log_param` one value, so a same-named method here would be
 
 from __future__ import annotations
 
+import difflib
+
 FOREIGN_NAMES: dict[str, str] = {
     # W&B (`wandb.Run`)
     "log": "log_metrics({name: value, ...}, step=None) for numbers (W&B's run.log; without step, the next "
@@ -39,3 +41,29 @@ def foreign_name_error(owner: str, name: str) -> AttributeError:
     if hint is None:
         return AttributeError(f"{owner!r} object has no attribute {name!r}")
     return AttributeError(f"{owner} has no {name!r}: use tracker.{hint}")
+
+
+# Keyword arguments of `wandb.init`, `SummaryWriter` and MLflow that a tracker setting here stands for.
+FOREIGN_SETTINGS: dict[str, str] = {
+    "project": "project_name (W&B's project)",
+    "name": "run_name (W&B's name)",
+    "entity": "wandb_entity (W&B's entity)",
+    "dir": "log_dir (W&B's dir)",
+    "mode": "wandb_mode (W&B's mode: 'offline', 'online', 'auto')",
+    "logdir": "log_dir (TensorBoard's --logdir)",
+    "tracking_uri": "mlflow_tracking_uri (MLflow's tracking URI)",
+    "config": "tracker.log_hyperparameters(params) after creating the tracker (W&B's config= holds the run's "
+              "hyperparameters; tracker settings are keywords here or TrackingConfig.from_dict(...))",
+}
+
+
+def unknown_settings_error(unknown: list[str], known: list[str]) -> TypeError:
+    """The TypeError for keyword arguments that are not `TrackingConfig` fields: each with what to use instead
+    (another tool's name) or the closest field."""
+    parts = []
+    for name in unknown:
+        hint = FOREIGN_SETTINGS.get(name)
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f": use {hint}" if hint else f" (did you mean {close[0]!r}?)" if close else ""))
+    return TypeError(f"AdvancedExperimentTracker: unknown setting(s) {'; '.join(parts)}; the settings are "
+                     f"TrackingConfig's fields: {', '.join(known)}")

@@ -8,6 +8,7 @@ ends (atexit, SIGTERM, an uncaught exception, a fork) live in `_lifecycle.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any, get_args
 
 from . import media
 from ._checks import check_int, is_number
+from ._foreign_names import FOREIGN_SETTINGS, unknown_settings_error
 from ._host_copy import host_copy
 from ._lifecycle import register, settle_run_name, unregister
 from ._record_checks import (
@@ -63,11 +65,15 @@ class TrackerCore:
 
     def __init__(self, config: TrackingConfig | None = None, **kwargs: Any) -> None:
         if config is None:
+            known = [f.name for f in dataclasses.fields(TrackingConfig)]
+            if unknown := [name for name in kwargs if name not in known]:
+                raise unknown_settings_error(unknown, known)
             config = TrackingConfig(**kwargs)
         elif kwargs:
             raise TypeError("AdvancedExperimentTracker: pass a TrackingConfig or keyword arguments, not both")
         if not isinstance(config, TrackingConfig):
-            raise TypeError(f"config: expected a TrackingConfig, received {type(config).__name__}")
+            hint = f": use {FOREIGN_SETTINGS['config']}" if isinstance(config, Mapping) else ""
+            raise TypeError(f"config: expected a TrackingConfig, received {type(config).__name__}{hint}")
         self.config = config
         self._lock = threading.Lock()
         self._step: int = -1  # last step used; the next automatic step is _step + 1

@@ -553,3 +553,17 @@ def test_another_tools_method_name_says_which_call_to_use_here(runs_dir: Path, n
         assert not hasattr(tracker, name)
         with pytest.raises(AttributeError, match="object has no attribute 'lg_metrics'"):
             tracker.lg_metrics  # noqa: B018  (a plain typo keeps Python's own message)
+
+
+def test_wandb_init_keywords_name_the_setting_to_use_and_a_typo_its_closest_field(runs_dir: Path) -> None:
+    expected = (r"unknown setting\(s\) 'project': use project_name \(W&B's project\); "
+                r"'name': use run_name .*'experiment_nme' \(did you mean 'experiment_name'\?\)")
+    with pytest.raises(TypeError, match=expected):
+        AdvancedExperimentTracker(project="vgen", name="r1", experiment_nme="e", log_dir=str(runs_dir))
+    with pytest.raises(TypeError, match=r"config: expected a TrackingConfig, received dict: use "
+                                        r"tracker\.log_hyperparameters\(params\)"):
+        AdvancedExperimentTracker({"lr": 3e-4})  # type: ignore[arg-type]
+    assert not runs_dir.exists()  # nothing was started
+    with AdvancedExperimentTracker(experiment_name="e", project_name="vgen", run_name="r1", log_dir=str(runs_dir),
+                                   use_wandb=False) as t:
+        assert t.run_name == "r1" and t.config.project_name == "vgen"
