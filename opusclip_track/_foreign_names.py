@@ -57,13 +57,13 @@ FOREIGN_SETTINGS: dict[str, str] = {
 }
 
 
-def unknown_settings_error(unknown: list[str], known: list[str]) -> TypeError:
-    """The TypeError for keyword arguments that are not `TrackingConfig` fields: each with what to use instead
-    (another tool's name) or the closest field."""
-    parts = []
+def setting_hints(unknown: list[str], known: list[str]) -> list[str]:
+    """For each unknown setting that has one: what to use instead (another tool's name) or the closest field."""
+    hints = []
     for name in unknown:
-        hint = FOREIGN_SETTINGS.get(name)
         close = difflib.get_close_matches(name, known, n=1)
-        parts.append(f"{name!r}" + (f": use {hint}" if hint else f" (did you mean {close[0]!r}?)" if close else ""))
-    return TypeError(f"AdvancedExperimentTracker: unknown setting(s) {'; '.join(parts)}; the settings are "
-                     f"TrackingConfig's fields: {', '.join(known)}")
+        if name in FOREIGN_SETTINGS:
+            hints.append(f"{name!r}: use {FOREIGN_SETTINGS[name]}")
+        elif close:
+            hints.append(f"{name!r}: did you mean {close[0]!r}?")
+    return hints

@@ -8,7 +8,6 @@ ends (atexit, SIGTERM, an uncaught exception, a fork) live in `_lifecycle.py`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any, get_args
 
 from . import media
 from ._checks import check_int, is_number
-from ._foreign_names import FOREIGN_SETTINGS, unknown_settings_error
+from ._foreign_names import FOREIGN_SETTINGS
 from ._host_copy import host_copy
 from ._lifecycle import register, settle_run_name, unregister
 from ._record_checks import (
@@ -65,9 +64,8 @@ class TrackerCore:
 
     def __init__(self, config: TrackingConfig | None = None, **kwargs: Any) -> None:
         if config is None:
-            known = [f.name for f in dataclasses.fields(TrackingConfig)]
-            if unknown := [name for name in kwargs if name not in known]:
-                raise unknown_settings_error(unknown, known)
+            if message := TrackingConfig.unknown_fields_message(kwargs):
+                raise TypeError(f"AdvancedExperimentTracker: {message}")
             config = TrackingConfig(**kwargs)
         elif kwargs:
             raise TypeError("AdvancedExperimentTracker: pass a TrackingConfig or keyword arguments, not both")

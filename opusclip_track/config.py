@@ -11,11 +11,13 @@ import secrets
 import time
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 from urllib.parse import urlsplit
 
+from ._foreign_names import setting_hints
 from .alerts import alert_settings
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
@@ -345,11 +347,21 @@ class TrackingConfig:
         """Build from a dict; an unknown key raises `KeyError`-like `ValueError` naming it."""
         if not isinstance(data, dict):
             raise TypeError(f"TrackingConfig.from_dict: expected a dict, received {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"TrackingConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        if message := cls.unknown_fields_message(data):
+            raise ValueError(message)
         return cls(**data)
+
+    @classmethod
+    def unknown_fields_message(cls, names: Iterable[str]) -> str | None:
+        """None when every name is a field; else one line naming the unknown ones, what to use instead of
+        another tool's name (W&B's `project`: `project_name`) or the closest field, and the fields."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [name for name in names if name not in known]
+        if not unknown:
+            return None
+        hints = setting_hints(unknown, known)
+        return (f"TrackingConfig: unknown field(s) {unknown}" + (f" ({'; '.join(hints)})" if hints else "")
+                + f"; expected some of {sorted(known)}")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> TrackingConfig:

@@ -556,8 +556,8 @@ def test_another_tools_method_name_says_which_call_to_use_here(runs_dir: Path, n
 
 
 def test_wandb_init_keywords_name_the_setting_to_use_and_a_typo_its_closest_field(runs_dir: Path) -> None:
-    expected = (r"unknown setting\(s\) 'project': use project_name \(W&B's project\); "
-                r"'name': use run_name .*'experiment_nme' \(did you mean 'experiment_name'\?\)")
+    expected = (r"unknown field\(s\) \['project', 'name', 'experiment_nme'\] \('project': use project_name "
+                r"\(W&B's project\); 'name': use run_name .*'experiment_nme': did you mean 'experiment_name'\?\)")
     with pytest.raises(TypeError, match=expected):
         AdvancedExperimentTracker(project="vgen", name="r1", experiment_nme="e", log_dir=str(runs_dir))
     with pytest.raises(TypeError, match=r"config: expected a TrackingConfig, received dict: use "
