@@ -79,12 +79,16 @@ def _log_ticks(low: float, high: float) -> list[float]:
     return [t for t in ticks if low <= t <= high] or [low, high]
 
 
-def _range(values: Sequence[np.ndarray]) -> tuple[float, float]:
+def _extent(values: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(min, max) over the non-empty arrays; (0, 1) when there are none."""
     arrays = [v for v in values if v.size]
     if not arrays:
         return 0.0, 1.0
-    low = min(float(v.min()) for v in arrays)
-    high = max(float(v.max()) for v in arrays)
+    return min(float(v.min()) for v in arrays), max(float(v.max()) for v in arrays)
+
+
+def _range(values: Sequence[np.ndarray]) -> tuple[float, float]:
+    low, high = _extent(values)
     if low == high:
         pad = abs(low) * 0.05 or 1.0
         return low - pad, high + pad
@@ -148,11 +152,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", s
 
 
 def _x_range(xs: Sequence[np.ndarray]) -> tuple[float, float]:
-    arrays = [v for v in xs if v.size]
-    if not arrays:
-        return 0.0, 1.0
-    low = min(float(v.min()) for v in arrays)
-    high = max(float(v.max()) for v in arrays)
+    low, high = _extent(xs)
     return (low - 0.5, high + 0.5) if low == high else (low, high)
 
 
