@@ -259,6 +259,29 @@ def test_async_save_snapshots_state_and_a_second_save_waits_for_the_first(tmp_pa
         assert loaded.step == info.step and torch.all(model.weight == value)
 
 
+def test_an_async_save_returns_the_entry_before_its_write_even_when_the_writer_finishes_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer thread fills in size and sha256; it once did so in the very dict save() then returned, so the
+    # result depended on which thread ran first (a torchrun test saw both). Here the writer always wins.
+    from opusclip_track.checkpoint.background import BackgroundWriter
+
+    start = BackgroundWriter.start
+
+    def start_and_finish(self: BackgroundWriter, *args: Any, **kwargs: Any) -> Any:
+        started = start(self, *args, **kwargs)
+        self.wait()
+        return started
+
+    monkeypatch.setattr(BackgroundWriter, "start", start_and_finish)
+    manager = CheckpointManager(tmp_path, async_save=True)
+    info = manager.save(torch.nn.Linear(8, 8), epoch=0, step=3)
+    assert (info.size, info.sha256) == (0, "")  # as documented: final once wait() returns, in manager.latest
+    latest = manager.latest
+    assert latest is not None and latest.file == info.file and latest.size == info.path.stat().st_size > 0
+    assert latest.sha256 == hashlib.sha256(info.path.read_bytes()).hexdigest()
+    manager.close()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
 def test_async_save_of_cuda_tensors_is_the_state_at_save_time(tmp_path: Path) -> None:
     # CUDA state goes to pinned host memory with non_blocking copies and an event the writer waits on: the saved

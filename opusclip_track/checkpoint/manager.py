@@ -113,9 +113,13 @@ class CheckpointManager:
                  "sha256": "", "time": time.time(), "git_commit": self._git_commit, "run_name": self.run_name}
         if not self.async_save:
             return self._info(self._write(payload, entry, None))
-        self._background.start(self.directory / file, lambda: self._write(payload, entry, ready),
-                               lambda error: self._failed(entry, error))
-        return self._info(entry)
+        # The entry as it is now (size 0, no sha256), taken before the writer thread fills in its own copy:
+        # returning `entry` after start() gave the final size or not, depending on which thread came first.
+        returned = self._info(entry)
+        written = dict(entry)
+        self._background.start(self.directory / file, lambda: self._write(payload, written, ready),
+                               lambda error: self._failed(written, error))
+        return returned
 
     def wait(self) -> None:
         """Block until a pending async save is on disk; re-raise its error as `CheckpointSaveError`."""
